@@ -1,0 +1,123 @@
+"""MediaPipe BlazePose GHUM 3D, the offline default teacher.
+
+Why this release: `mediapipe==0.10.21` is the last PyPI release whose wheel carries the pose
+models (`pose_detection.tflite`, `pose_landmark_full.tflite`), so the "full" model runs on a
+fresh machine with no download. Later releases only have the Tasks API and fetch `.task`
+bundles from Google's storage at run time. The lite and heavy models are not in the wheel;
+they can be copied in from npm `@mediapipe/pose` (see README).
+
+The legacy API follows one person per video, in tracking mode (it re-detects when it loses
+the person, which starts a new track id).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import TeacherUnavailable
+from ..labels import PersonLabel
+from ..skeletons import get_skeleton
+from . import box_of, visible_in_frame
+
+_MODEL_FILES = {
+    0: "pose_landmark_lite.tflite",
+    1: "pose_landmark_full.tflite",
+    2: "pose_landmark_heavy.tflite",
+}
+
+
+def _import_mediapipe():
+    # Quieten glog/TFLite start-up chatter; must be set before the import.
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import mediapipe as mp
+    except ImportError as e:
+        raise TeacherUnavailable(f"the mediapipe teacher needs mediapipe==0.10.21 ({e}); run `make install`") from None
+    if not hasattr(mp, "solutions"):
+        raise TeacherUnavailable(
+            f"mediapipe {mp.__version__} has no bundled pose models; install mediapipe==0.10.21 (`make install`)"
+        )
+    return mp
+
+
+class MediaPipeTeacher:
+    name = "mediapipe"
+    skeleton = get_skeleton("blazepose33")
+
+    def __init__(self, complexity: int = 1, min_detection: float = 0.5, min_tracking: float = 0.5) -> None:
+        mp = _import_mediapipe()
+        if complexity not in _MODEL_FILES:
+            raise TeacherUnavailable(f"mediapipe complexity must be 0, 1 or 2, not {complexity}")
+        model = Path(mp.__file__).parent / "modules" / "pose_landmark" / _MODEL_FILES[complexity]
+        if not model.exists():
+            raise TeacherUnavailable(
+                f"{model.name} is not in this mediapipe wheel; copy it from the npm package @mediapipe/pose "
+                f"into {model.parent} (README, 'Teacher'), or use complexity 1"
+            )
+        self._mp = mp
+        self._options = dict(
+            static_image_mode=False,
+            model_complexity=complexity,
+            smooth_landmarks=True,
+            enable_segmentation=False,
+            min_detection_confidence=min_detection,
+            min_tracking_confidence=min_tracking,
+        )
+        self._pose = None
+        self._size: tuple[int, int] = (0, 0)
+        self._track = -1
+        self._tracking = False
+
+    def start_video(self, size: tuple[int, int]) -> None:
+        # A fresh graph per video: the tracker must not carry a person across videos.
+        self.close()
+        self._pose = self._mp.solutions.pose.Pose(**self._options)
+        self._size = size
+        self._track = -1
+        self._tracking = False
+
+    def label(self, frames: Sequence[np.ndarray]) -> list[list[PersonLabel]]:
+        if self._pose is None:
+            raise RuntimeError("start_video() must be called before label()")
+        return [self._label_one(np.ascontiguousarray(f)) for f in frames]
+
+    def _label_one(self, frame: np.ndarray) -> list[PersonLabel]:
+        if frame.shape[:2] != self._size:
+            raise ValueError(f"frame size {frame.shape[:2]} differs from the video's {self._size}")
+        result = self._pose.process(frame)
+        if result.pose_world_landmarks is None or result.pose_landmarks is None:
+            self._tracking = False
+            return []
+        if not self._tracking:
+            self._track += 1
+            self._tracking = True
+        h, w = self._size
+        world = result.pose_world_landmarks.landmark
+        image = result.pose_landmarks.landmark
+        joints3d = np.array([[p.x, p.y, p.z] for p in world], dtype=np.float32)
+        joints3d -= self.skeleton.root_of(joints3d)
+        # Normalised [0, 1] edges -> pixel centres at integer coordinates.
+        joints2d = np.array([[p.x * w - 0.5, p.y * h - 0.5] for p in image], dtype=np.float32)
+        model_vis = np.array([p.visibility for p in image], dtype=np.float32)
+        visibility = np.clip(model_vis, 0.0, 1.0) * visible_in_frame(joints2d, self._size)
+        return [
+            PersonLabel(
+                joints3d=joints3d,
+                joints2d=joints2d,
+                visibility=visibility,
+                box=box_of(joints2d, visibility, self._size),
+                track_id=self._track,
+                # The legacy API reports no per-person score (presence stays 0): use mean visibility.
+                score=float(model_vis.mean()),
+            )
+        ]
+
+    def close(self) -> None:
+        if self._pose is not None:
+            self._pose.close()
+            self._pose = None
