@@ -39,11 +39,16 @@ TEACHERS: dict[str, str] = {
 }
 
 
-def get_teacher(name: str, **options) -> Teacher:
+def teacher_class(name: str) -> type:
+    """The class of a registered teacher, imported now (its `skeleton` is a class attribute)."""
     if name not in TEACHERS:
         raise StreamPoseError(f"unknown teacher {name!r}; known: {', '.join(sorted(TEACHERS))}")
     module, cls = TEACHERS[name].split(":")
-    return getattr(importlib.import_module(module), cls)(**options)
+    return getattr(importlib.import_module(module), cls)
+
+
+def get_teacher(name: str, **options) -> Teacher:
+    return teacher_class(name)(**options)
 
 
 def visible_in_frame(joints2d: np.ndarray, size: tuple[int, int]) -> np.ndarray:

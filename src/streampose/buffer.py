@@ -1,0 +1,287 @@
+"""A preallocated, thread-safe ring buffer of person crops between producers and the trainer.
+
+Producers (decode -> teacher -> crop) and the training loop run at different, varying speeds.
+The buffer decouples them: producers overwrite the oldest crops, the trainer draws random
+batches from whatever is there. It is allocated once, up front, from a byte budget, so memory
+use is fixed and known before training starts (no raw video is kept, and neither is an
+unbounded backlog of crops).
+
+Drawing is uniform with replacement, so the trainer never waits for a batch's worth of new data,
+but it can be told (`max_replay`) not to reuse each sample more than so many times on average,
+which keeps a fast trainer from overfitting a slow stream.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+import numpy as np
+
+from streampose.crops import Sample
+
+
+class ProducerError(RuntimeError):
+    """A producer failed; raised in the consumer so the failure is not silently a stall."""
+
+
+class BufferClosedError(RuntimeError):
+    """The buffer was closed while empty: no sample will ever arrive."""
+
+
+class RingBuffer:
+    """Fixed-capacity store of Samples; the newest overwrites the oldest.
+
+    All state changes and reads of slots happen under one lock, so a batch never mixes the
+    image of one sample with the labels of another, even while producers overwrite slots.
+    """
+
+    def __init__(
+        self,
+        num_joints: int,
+        crop_size: int,
+        *,
+        budget_bytes: int,
+        min_fill: int = 1,
+        max_replay: float | None = None,
+        rate_window_s: float = 10.0,
+    ) -> None:
+        self.num_joints = int(num_joints)
+        self.crop_size = int(crop_size)
+        self.bytes_per_sample = self.sample_nbytes(self.num_joints, self.crop_size)
+        capacity = int(budget_bytes) // self.bytes_per_sample
+        if capacity < 1:
+            raise ValueError(
+                f"budget of {budget_bytes} bytes holds no sample; one {crop_size}px sample with "
+                f"{num_joints} joints needs {self.bytes_per_sample} bytes"
+            )
+        if min_fill < 1:
+            raise ValueError(f"min_fill must be >= 1, got {min_fill}")
+        if max_replay is not None and max_replay <= 0:
+            raise ValueError(f"max_replay must be > 0 or None, got {max_replay}")
+        self.capacity = capacity
+        # min_fill above capacity could never be reached; waiting for a full buffer is what is meant.
+        self.min_fill = min(int(min_fill), capacity)
+        self.max_replay = max_replay
+        self.rate_window_s = float(rate_window_s)
+
+        n, s, j = capacity, self.crop_size, self.num_joints
+        self._images = np.zeros((n, s, s, 3), dtype=np.uint8)
+        self._joints3d = np.zeros((n, j, 3), dtype=np.float32)
+        self._joints2d = np.zeros((n, j, 2), dtype=np.float32)
+        self._visibility = np.zeros((n, j), dtype=np.float32)
+        self._frame = np.zeros(n, dtype=np.int64)
+        self._track_id = np.zeros(n, dtype=np.int64)
+        self._source = np.zeros(n, dtype=np.int64)
+        # Touch every page now: the memory is then really committed at start-up (an
+        # over-budget machine fails here, not with an OOM kill hours in), and the first pass
+        # of puts does not pay page faults while holding the lock.
+        for array in self._arrays():
+            array.fill(0)
+        self._source_names: list[str] = []
+        self._source_index: dict[str, int] = {}
+
+        self._cond = threading.Condition(threading.Lock())
+        self._rng = np.random.default_rng()
+        self.inserted = 0
+        self.evicted = 0
+        self.drawn = 0
+        self._closed = False
+        self._error: BaseException | None = None
+        self._created = time.monotonic()
+        # (time, frames, persons) events inside the last rate_window_s seconds.
+        self._events: deque[tuple[float, int, int]] = deque()
+
+    @staticmethod
+    def sample_nbytes(num_joints: int, crop_size: int) -> int:
+        """Bytes one slot takes: image, float32 labels and three int64 metadata fields."""
+        return crop_size * crop_size * 3 + num_joints * (3 + 2 + 1) * 4 + 3 * 8
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the preallocated arrays (the source-name table is not counted)."""
+        return sum(a.nbytes for a in self._arrays())
+
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        return (
+            self._images,
+            self._joints3d,
+            self._joints2d,
+            self._visibility,
+            self._frame,
+            self._track_id,
+            self._source,
+        )
+
+    @property
+    def fill(self) -> int:
+        return min(self.inserted, self.capacity)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def put(self, sample: Sample) -> bool:
+        """Store `sample` in the next slot, overwriting the oldest when full.
+
+        Returns False (and stores nothing) once the buffer is closed, so producers racing a
+        shutdown just stop instead of failing.
+        """
+        s, j = self.crop_size, self.num_joints
+        if sample.image.shape != (s, s, 3) or sample.image.dtype != np.uint8:
+            raise ValueError(f"image must be ({s}, {s}, 3) uint8, got {sample.image.shape} {sample.image.dtype}")
+        if sample.joints3d.shape != (j, 3) or sample.joints2d.shape != (j, 2) or sample.visibility.shape != (j,):
+            raise ValueError(
+                f"labels must have {j} joints, got 3D {sample.joints3d.shape}, 2D {sample.joints2d.shape}, "
+                f"visibility {sample.visibility.shape}"
+            )
+        with self._cond:
+            if self._closed:
+                return False
+            slot = self.inserted % self.capacity
+            if self.inserted >= self.capacity:
+                self.evicted += 1
+            self._images[slot] = sample.image
+            self._joints3d[slot] = sample.joints3d
+            self._joints2d[slot] = sample.joints2d
+            self._visibility[slot] = sample.visibility
+            self._frame[slot] = sample.frame
+            self._track_id[slot] = sample.track_id
+            self._source[slot] = self._source_id(sample.source)
+            self.inserted += 1
+            self._record(0, 1)
+            self._cond.notify_all()
+        return True
+
+    def sample(
+        self, batch: int, rng: np.random.Generator | None = None, timeout: float | None = None
+    ) -> dict[str, np.ndarray]:
+        """Draw `batch` samples uniformly with replacement from the filled slots.
+
+        Blocks until at least `min_fill` samples are in and, with `max_replay` set, until the
+        replay ratio (drawn / inserted) is back under it. After `close()` it stops waiting and
+        draws from whatever is there. Returns copies: image (B, S, S, 3) uint8, joints3d (B, J, 3),
+        joints2d (B, J, 2), visibility (B, J) float32.
+        """
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if self._error is not None:
+                    raise self._producer_error()
+                fill = self.fill
+                if self._closed:
+                    if fill == 0:
+                        raise BufferClosedError("ring buffer is closed and empty: no sample will ever arrive")
+                    break
+                waiting_for = self._waiting_for(fill)
+                if waiting_for is None:
+                    break
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"ring buffer sample() timed out after {timeout:g} s waiting for {waiting_for}")
+                self._cond.wait(remaining)
+            idx = (rng if rng is not None else self._rng).integers(0, fill, size=batch)
+            out = {
+                "image": self._images[idx],
+                "joints3d": self._joints3d[idx],
+                "joints2d": self._joints2d[idx],
+                "visibility": self._visibility[idx],
+            }
+            self.drawn += batch
+        return out
+
+    def _waiting_for(self, fill: int) -> str | None:
+        """Why a sample() must wait now, in words for the timeout message; None if it need not."""
+        if fill < self.min_fill:
+            return f"min_fill: {fill} of {self.min_fill} samples in"
+        if self.max_replay is not None and self.drawn / self.inserted > self.max_replay:
+            ratio = self.drawn / self.inserted
+            return (
+                f"fresh data: replay ratio {ratio:.2f} (drawn {self.drawn} / inserted {self.inserted}) "
+                f"is above max_replay {self.max_replay:g}"
+            )
+        return None
+
+    def fail(self, exc: BaseException) -> None:
+        """A producer failed: every waiting and future `sample` raises ProducerError from `exc`.
+
+        Only the first error is kept; later ones are usually consequences of it.
+        """
+        with self._cond:
+            if self._error is None:
+                self._error = exc
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """No more data will come: waiters stop waiting and draw from what is there."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def note_frames(self, n: int = 1) -> None:
+        """Producers report decoded frames here, so throughput counts frames without persons too."""
+        with self._cond:
+            self._record(int(n), 0)
+
+    def stats(self) -> dict[str, float | int]:
+        """Counters and throughput (frames and persons per second over the last rate window)."""
+        with self._cond:
+            now = time.monotonic()
+            self._prune(now)
+            span = max(min(self.rate_window_s, now - self._created), 1e-3)
+            frames = sum(e[1] for e in self._events)
+            persons = sum(e[2] for e in self._events)
+            return {
+                "inserted": self.inserted,
+                "evicted": self.evicted,
+                "drawn": self.drawn,
+                "fill": self.fill,
+                "capacity": self.capacity,
+                "replay_ratio": self.drawn / self.inserted if self.inserted else 0.0,
+                "frames_per_s": frames / span,
+                "persons_per_s": persons / span,
+            }
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """Copies of every filled slot, oldest first, with metadata; for inspection and tests."""
+        with self._cond:
+            fill = self.fill
+            start = self.inserted % self.capacity if self.inserted > self.capacity else 0
+            order = (start + np.arange(fill)) % self.capacity
+            return {
+                "image": self._images[order],
+                "joints3d": self._joints3d[order],
+                "joints2d": self._joints2d[order],
+                "visibility": self._visibility[order],
+                "frame": self._frame[order],
+                "track_id": self._track_id[order],
+                "source": np.array([self._source_names[i] for i in self._source[order]], dtype=object),
+            }
+
+    def _source_id(self, source: str) -> int:
+        index = self._source_index.get(source)
+        if index is None:
+            index = len(self._source_names)
+            self._source_names.append(source)
+            self._source_index[source] = index
+        return index
+
+    def _record(self, frames: int, persons: int) -> None:
+        now = time.monotonic()
+        self._events.append((now, frames, persons))
+        self._prune(now)
+
+    def _prune(self, now: float) -> None:
+        cutoff = now - self.rate_window_s
+        while self._events and self._events[0][0] < cutoff:
+            self._events.popleft()
+
+    def _producer_error(self) -> ProducerError:
+        exc = self._error
+        assert exc is not None
+        err = ProducerError(f"a producer failed: {type(exc).__name__}: {exc}")
+        err.__cause__ = exc
+        return err

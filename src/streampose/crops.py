@@ -1,0 +1,125 @@
+"""Person crops: cut a square around each labelled person and carry the labels along.
+
+The student sees a fixed-size square per person, so every frame is reduced to a few small
+crops as soon as it is decoded; the frame itself is then dropped (no raw video is kept).
+
+The crop is a single affine map (scale + translate) from frame pixels to crop pixels, done by
+one ``cv2.warpAffine``: cropping, padding where the square leaves the frame, and resizing all
+happen in that one call, and the very same 2x3 matrix moves the 2D joints, so the labels cannot
+drift from the image content. Both sides use OpenCV's convention (pixel centres at integer
+coordinates), so the matrix maps the frame point under a joint to the crop point under it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from streampose.labels import FrameLabels, PersonLabel
+
+# A person whose visible joints span fewer frame pixels than this (one joint, or a person far
+# away) still gets a square this big, so the crop shows some context instead of a magnified blob.
+MIN_SIDE_PX = 32.0
+
+
+@dataclass
+class Sample:
+    """One training example: a person crop and its labels in crop coordinates."""
+
+    image: np.ndarray  # (S, S, 3) uint8 RGB
+    joints3d: np.ndarray  # (J, 3) float32, metres, root-relative (as the teacher gave them)
+    joints2d: np.ndarray  # (J, 2) float32, crop pixels, pixel centres at integer coordinates
+    visibility: np.ndarray  # (J,) float32 in [0, 1]
+    source: str  # id of the video the frame came from
+    frame: int  # frame index in that video
+    track_id: int
+
+
+def crop_matrix(center: tuple[float, float], side: float, size: int) -> np.ndarray:
+    """The 2x3 affine taking frame pixels to crop pixels for a square of `side` around `center`.
+
+    The square's edges (``center +- side/2``, in pixel-centre coordinates) land on the crop's
+    outer pixel edges (-0.5 and size-0.5), so `center` lands on the crop centre ``(size-1)/2``
+    and nothing is shifted by half a pixel when the scale is not 1.
+    """
+    s = size / side
+    cx, cy = center
+    half = (size - 1) / 2.0
+    return np.array([[s, 0.0, half - s * cx], [0.0, s, half - s * cy]], dtype=np.float64)
+
+
+def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Map (N, 2) points with a 2x3 affine matrix, as ``cv2.warpAffine`` maps the image."""
+    pts = np.asarray(points, dtype=np.float64)
+    return (pts @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
+
+
+def crop_person(
+    frame: np.ndarray,
+    person: PersonLabel,
+    *,
+    source: str,
+    frame_index: int,
+    size: int = 192,
+    margin: float = 0.25,
+    min_visible: int = 8,
+    vis_threshold: float = 0.5,
+) -> Sample | None:
+    """Crop one person out of `frame` (H, W, 3) uint8 RGB; None if too little of them is visible.
+
+    The square is sized from the visible joints only: joints the teacher is unsure about are
+    often far off (guessed limbs behind the frame edge) and would blow up the box. The margin
+    on each side keeps hands, feet and head, whose joints lie inside the body's outline, in view.
+    Where the square leaves the frame it is padded black rather than moved back inside, so the
+    person is always centred at the same scale, which is what the student will see at inference.
+    """
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"frame must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
+    visible = person.visibility >= vis_threshold
+    if int(visible.sum()) < min_visible:
+        return None
+    pts = person.joints2d[visible].astype(np.float64)
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    side = max(float((hi - lo).max()) * (1.0 + 2.0 * margin), MIN_SIDE_PX)
+    center = (float(lo[0] + hi[0]) / 2.0, float(lo[1] + hi[1]) / 2.0)
+    matrix = crop_matrix(center, side, size)
+    image = cv2.warpAffine(
+        np.ascontiguousarray(frame),
+        matrix,
+        (size, size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(0, 0, 0),
+    )
+    return Sample(
+        image=image,
+        joints3d=np.array(person.joints3d, dtype=np.float32, copy=True),
+        joints2d=apply_affine(matrix, person.joints2d),
+        visibility=np.array(person.visibility, dtype=np.float32, copy=True),
+        source=source,
+        frame=int(frame_index),
+        track_id=int(person.track_id),
+    )
+
+
+def person_crops(items: Iterable[tuple[np.ndarray, FrameLabels]], **crop_kwargs: Any) -> Iterator[Sample]:
+    """Pipeline stage: (frame, labels) pairs in, one Sample per kept person out.
+
+    A plain generator, so it runs lazily in whichever thread pulls from it and holds at most
+    one frame at a time. `crop_kwargs` go to `crop_person` (size, margin, min_visible, ...).
+    """
+    for frame, labels in items:
+        h, w = frame.shape[:2]
+        if tuple(labels.size) != (h, w):
+            raise ValueError(
+                f"{labels.source} frame {labels.index}: labels are for a {labels.size[0]}x{labels.size[1]} "
+                f"frame but the frame is {h}x{w}"
+            )
+        for person in labels.persons:
+            sample = crop_person(frame, person, source=labels.source, frame_index=labels.index, **crop_kwargs)
+            if sample is not None:
+                yield sample

@@ -1,0 +1,182 @@
+"""Producers feeding the ring buffer from real clips with the real teacher, and the disk promise."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+from streampose.augment import AugmentConfig
+from streampose.buffer import ProducerError, RingBuffer
+from streampose.loader import BatchLoader
+from streampose.producers import ProducerConfig, ProducerPool
+from streampose.teachers import get_teacher
+from streampose.teachers.mediapipe import MediaPipeTeacher
+
+SKELETON = MediaPipeTeacher.skeleton
+CONFIG = ProducerConfig(stride=3, max_frames=15, max_side=640, crop_size=96)
+
+
+def make_buffer(**kw) -> RingBuffer:
+    return RingBuffer(SKELETON.num_joints, CONFIG.crop_size, budget_bytes=20_000_000, **kw)
+
+
+@pytest.mark.slow
+def test_producers_fill_buffer_and_skip_a_corrupt_video(clip, tmp_path):
+    bad = tmp_path / "corrupt.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(5000))
+    specs = [str(clip("pose2sim-single-cam01")), str(bad), str(clip("sports2d"))]
+    buffer = make_buffer(min_fill=1)
+    with pytest.warns(UserWarning, match="corrupt.mp4"):
+        pool = ProducerPool(specs, buffer, lambda: get_teacher("mediapipe"), CONFIG, workers=2).start()
+        batch = buffer.sample(8, timeout=120)
+        while pool.alive:
+            pool._threads[0].join(0.5)
+    pool.stop()
+    assert not pool.alive
+    stats = buffer.stats()
+    assert buffer.closed, "exhausted sources close the buffer"
+    assert stats["inserted"] >= 20, stats  # both good clips: 15 frames each at most, one person per frame
+    assert stats["inserted"] <= 30
+    assert len(pool.used_videos) == 3
+    assert batch["image"].shape == (8, 96, 96, 3) and batch["image"].std() > 10
+
+
+class _FailingTeacher:
+    """The real teacher, failing part-way as a broken model or driver would."""
+
+    def __init__(self, fail_after: int) -> None:
+        self._inner = get_teacher("mediapipe")
+        self.name, self.skeleton = self._inner.name, self._inner.skeleton
+        self._left = fail_after
+
+    def start_video(self, size):
+        self._inner.start_video(size)
+
+    def label(self, frames):
+        self._left -= len(frames)
+        if self._left < 0:
+            raise RuntimeError("teacher crashed (simulated CUDA error)")
+        return self._inner.label(frames)
+
+    def close(self):
+        self._inner.close()
+
+
+@pytest.mark.slow
+def test_a_failing_producer_makes_the_consumer_raise(clip):
+    buffer = make_buffer(min_fill=10_000)  # the consumer would otherwise wait forever
+    config = ProducerConfig(stride=1, max_frames=40, max_side=480, crop_size=96, passes=None)
+    pool = ProducerPool([str(clip("sports2d"))], buffer, lambda: _FailingTeacher(16), config).start()
+    loader = BatchLoader(buffer, 4, SKELETON.flip, AugmentConfig())
+    with pytest.raises(ProducerError, match="simulated CUDA error"):
+        loader.next()
+    loader.close()
+    pool.stop()
+    assert not pool.alive
+
+
+@pytest.mark.slow
+def test_stop_joins_endless_producers(clip):
+    buffer = make_buffer()
+    config = ProducerConfig(stride=2, max_side=480, crop_size=96, passes=None)
+    pool = ProducerPool([str(clip("sports2d"))], buffer, lambda: get_teacher("mediapipe"), config).start()
+    buffer.sample(2, timeout=120)
+    before = threading.active_count()
+    pool.stop(timeout=30)
+    assert not pool.alive
+    assert threading.active_count() < before
+
+
+AUDIT_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys, threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from streampose.audit import WriteAudit
+
+    clip, out = sys.argv[1], sys.argv[2]
+    payload = open(clip, "rb").read()
+    from streampose.augment import AugmentConfig
+    from streampose.buffer import RingBuffer
+    from streampose.loader import BatchLoader
+    from streampose.producers import ProducerConfig, ProducerPool
+    from streampose.teachers import get_teacher
+    from streampose.teachers.mediapipe import MediaPipeTeacher, _import_mediapipe
+
+    # Libraries are imported before the audit starts: mediapipe's import probes TMPDIR (ctypes)
+    # and creates matplotlib's config folders. Everything from the first byte fetched on is audited.
+    _import_mediapipe()
+    audit = WriteAudit([out]).start()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp4")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/clip.mp4"
+
+    sk = MediaPipeTeacher.skeleton
+    buffer = RingBuffer(sk.num_joints, 128, budget_bytes=30_000_000, min_fill=16)
+    config = ProducerConfig(stride=2, max_frames=40, max_side=640, crop_size=128, passes=None)
+    pool = ProducerPool([url], buffer, lambda: get_teacher("mediapipe"), config).start()
+    loader = BatchLoader(buffer, 32, sk.flip, AugmentConfig())
+    draws = 0
+    while draws < 320:
+        draws += len(loader.next()["image"])
+    loader.close()
+    pool.stop()
+    server.shutdown()
+    violations = audit.stop()
+    with open(os.path.join(out, "audit.json"), "w") as f:
+        json.dump({"draws": draws, "violations": violations, "stats": buffer.stats()}, f)
+    """
+)
+
+
+@pytest.mark.slow
+def test_streaming_writes_nothing_outside_the_output_folder(sports2d, tmp_path):
+    out, tmp = tmp_path / "out", tmp_path / "tmp"
+    out.mkdir()
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONDONTWRITEBYTECODE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", AUDIT_SCRIPT, str(sports2d), str(out)],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((out / "audit.json").read_text())
+    assert report["draws"] >= 320
+    assert report["stats"]["inserted"] > 0
+    assert report["violations"] == []
+    assert list(tmp.iterdir()) == [], "native code left files in TMPDIR"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tmp"], "files appeared in the working folder"
+
+
+def test_audit_catches_a_write(tmp_path):
+    """The audit itself must be able to fail: a process that writes a video file is caught."""
+    script = textwrap.dedent(
+        """
+        import sys
+        from streampose.audit import WriteAudit
+        audit = WriteAudit([sys.argv[1]]).start()
+        open(sys.argv[2], "wb").write(b"frame bytes")
+        print(audit.stop())
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "allowed"), str(tmp_path / "leak.mp4")],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "leak.mp4" in result.stdout
