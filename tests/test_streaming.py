@@ -15,6 +15,7 @@ from streampose.augment import AugmentConfig
 from streampose.buffer import ProducerError, RingBuffer
 from streampose.loader import BatchLoader
 from streampose.producers import ProducerConfig, ProducerPool
+from streampose.sources import refs
 from streampose.teachers import get_teacher
 from streampose.teachers.mediapipe import MediaPipeTeacher
 
@@ -33,7 +34,7 @@ def test_producers_fill_buffer_and_skip_a_corrupt_video(clip, tmp_path):
     specs = [str(clip("pose2sim-single-cam01")), str(bad), str(clip("sports2d"))]
     buffer = make_buffer(min_fill=1)
     with pytest.warns(UserWarning, match="corrupt.mp4"):
-        pool = ProducerPool(specs, buffer, lambda: get_teacher("mediapipe"), CONFIG, workers=2).start()
+        pool = ProducerPool(refs(specs), buffer, lambda: get_teacher("mediapipe"), CONFIG, workers=2).start()
         batch = buffer.sample(8, timeout=120)
         while pool.alive:
             pool._threads[0].join(0.5)
@@ -43,7 +44,7 @@ def test_producers_fill_buffer_and_skip_a_corrupt_video(clip, tmp_path):
     assert buffer.closed, "exhausted sources close the buffer"
     assert stats["inserted"] >= 20, stats  # both good clips: 15 frames each at most, one person per frame
     assert stats["inserted"] <= 30
-    assert len(pool.used_videos) == 3
+    assert len(pool.used_videos) == 2 and not any("corrupt" in v for v in pool.used_videos)
     assert batch["image"].shape == (8, 96, 96, 3) and batch["image"].std() > 10
 
 
@@ -71,8 +72,8 @@ class _FailingTeacher:
 @pytest.mark.slow
 def test_a_failing_producer_makes_the_consumer_raise(clip):
     buffer = make_buffer(min_fill=10_000)  # the consumer would otherwise wait forever
-    config = ProducerConfig(stride=1, max_frames=40, max_side=480, crop_size=96, passes=None)
-    pool = ProducerPool([str(clip("sports2d"))], buffer, lambda: _FailingTeacher(16), config).start()
+    config = ProducerConfig(stride=1, max_frames=40, max_side=480, crop_size=96)
+    pool = ProducerPool(refs([str(clip("sports2d"))], loop=True), buffer, lambda: _FailingTeacher(16), config).start()
     loader = BatchLoader(buffer, 4, SKELETON.flip, AugmentConfig())
     with pytest.raises(ProducerError, match="simulated CUDA error"):
         loader.next()
@@ -84,8 +85,9 @@ def test_a_failing_producer_makes_the_consumer_raise(clip):
 @pytest.mark.slow
 def test_stop_joins_endless_producers(clip):
     buffer = make_buffer()
-    config = ProducerConfig(stride=2, max_side=480, crop_size=96, passes=None)
-    pool = ProducerPool([str(clip("sports2d"))], buffer, lambda: get_teacher("mediapipe"), config).start()
+    config = ProducerConfig(stride=2, max_side=480, crop_size=96)
+    pool = ProducerPool(refs([str(clip("sports2d"))], loop=True), buffer, lambda: get_teacher("mediapipe"), config)
+    pool.start()
     buffer.sample(2, timeout=120)
     before = threading.active_count()
     pool.stop(timeout=30)
@@ -105,6 +107,8 @@ AUDIT_SCRIPT = textwrap.dedent(
     from streampose.buffer import RingBuffer
     from streampose.loader import BatchLoader
     from streampose.producers import ProducerConfig, ProducerPool
+    from streampose.provenance import ProvenanceLog
+    from streampose.sources import refs
     from streampose.teachers import get_teacher
     from streampose.teachers.mediapipe import MediaPipeTeacher, _import_mediapipe
 
@@ -129,8 +133,10 @@ AUDIT_SCRIPT = textwrap.dedent(
 
     sk = MediaPipeTeacher.skeleton
     buffer = RingBuffer(sk.num_joints, 128, budget_bytes=30_000_000, min_fill=16)
-    config = ProducerConfig(stride=2, max_frames=40, max_side=640, crop_size=128, passes=None)
-    pool = ProducerPool([url], buffer, lambda: get_teacher("mediapipe"), config).start()
+    config = ProducerConfig(stride=2, max_frames=40, max_side=640, crop_size=128)
+    provenance = ProvenanceLog(os.path.join(out, "provenance.jsonl"))
+    stream = refs([url], loop=True)
+    pool = ProducerPool(stream, buffer, lambda: get_teacher("mediapipe"), config, provenance=provenance).start()
     loader = BatchLoader(buffer, 32, sk.flip, AugmentConfig())
     draws = 0
     while draws < 320:
@@ -160,6 +166,8 @@ def test_streaming_writes_nothing_outside_the_output_folder(sports2d, tmp_path):
     assert report["draws"] >= 320
     assert report["stats"]["inserted"] > 0
     assert report["violations"] == []
+    provenance = [json.loads(line) for line in (out / "provenance.jsonl").read_text().splitlines()]
+    assert len(provenance) == 1 and provenance[0]["id"].endswith("/clip.mp4") and 0 < provenance[0]["frames"] <= 40
     assert list(tmp.iterdir()) == [], "native code left files in TMPDIR"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tmp"], "files appeared in the working folder"
 

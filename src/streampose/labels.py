@@ -89,17 +89,21 @@ class FrameLabels:
 LABELS_FORMAT = "streampose-labels/1"
 
 
-def save_labels(path, *, teacher: str, skeleton: str, frames: list[FrameLabels]) -> None:
-    """Write labels (never pixels) atomically as a torch file of plain Python types."""
-    atomic_torch_save(
-        {
-            "format": LABELS_FORMAT,
-            "teacher": teacher,
-            "skeleton": skeleton,
-            "frames": [f.to_dict() for f in frames],
-        },
-        path,
-    )
+def save_labels(
+    path, *, teacher: str, skeleton: str, frames: list[FrameLabels], videos: list[dict] | None = None
+) -> None:
+    """Write labels (never pixels) atomically as a torch file of plain Python types.
+
+    `videos` is each source video's provenance (id, provider, licence, author, ...).
+    """
+    payload = {
+        "format": LABELS_FORMAT,
+        "teacher": teacher,
+        "skeleton": skeleton,
+        "videos": list(videos or []),
+        "frames": [f.to_dict() for f in frames],
+    }
+    atomic_torch_save(payload, path)
 
 
 def load_labels(path) -> tuple[dict, list[FrameLabels]]:

@@ -1,4 +1,4 @@
-"""Pipeline stages, plain iterators composed in order: videos -> frames -> labelled frames.
+"""Pipeline stages, plain iterators composed in order: refs -> videos -> frames -> labelled frames.
 
 `label`, the producers and `eval` all compose these same stages; person crops
 (`crops.person_crops`) follow them on the training path.
@@ -7,13 +7,38 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from .decode import Frame, decode_frames
-from .errors import DecodeError
+from .errors import DecodeError, SourceError
 from .labels import FrameLabels
-from .sources import Video
+from .sources import Video, VideoRef, fetch
 from .teachers import Teacher
+
+
+def fetch_or_skip(ref: VideoRef, *, max_bytes: int) -> Video | None:
+    """The video's bytes, or None with a warning when it cannot be had (too big, not a video, ...)."""
+    try:
+        return fetch(ref, max_bytes=max_bytes)
+    except SourceError as e:
+        warnings.warn(f"skipping video: {e}", stacklevel=2)
+        return None
+
+
+def videos(refs: Iterable[VideoRef], *, max_bytes: int, skip_bad: bool = False) -> Iterator[Video]:
+    """Fetch each ref into memory, one at a time so memory stays bounded.
+
+    With `skip_bad`, a video that cannot be fetched is skipped with a warning; without it, only
+    search results are skipped (one bad upload among many), while a file or URL the user named
+    raises.
+    """
+    for ref in refs:
+        if skip_bad or ref.provider not in ("file", "url"):
+            video = fetch_or_skip(ref, max_bytes=max_bytes)
+            if video is not None:
+                yield video
+        else:
+            yield fetch(ref, max_bytes=max_bytes)
 
 
 def frames(
@@ -33,6 +58,25 @@ def frames(
             if not skip_bad:
                 raise
             warnings.warn(f"skipping video: {e}", stacklevel=2)
+
+
+def count_frames(
+    items: Iterable[tuple[Video, Frame]], done: Callable[[Video, int], None]
+) -> Iterator[tuple[Video, Frame]]:
+    """Pass frames through, calling `done(video, frames)` once per video: when its frames are all
+    through, or when the stage is closed or fails part-way (a stop, an error downstream)."""
+    current, count = None, 0
+    try:
+        for video, frame in items:
+            if video is not current:
+                if current is not None:
+                    done(current, count)
+                current, count = video, 0
+            count += 1
+            yield video, frame
+    finally:
+        if current is not None:
+            done(current, count)
 
 
 def labelled(

@@ -1,22 +1,26 @@
 """Producers: background workers that run sources -> decode -> teacher -> crops -> ring buffer.
 
-Each producer is a thread with its own teacher instance and its own shard of the sources.
-Threads suffice: PyAV decoding, OpenCV warps and the MediaPipe graph all run in C++ with the
-GIL released, which is where a producer spends its time. A producer that raises hands the
-exception to the buffer, so the consumer fails with a clear error instead of waiting forever;
-a video that does not decode is skipped with a warning.
+Each producer is a thread with its own teacher instance. All producers pull video refs from
+one shared, thread-safe `RefStream`, so no two label the same video in a pass and a slow
+video does not hold up the others. Threads suffice: PyAV decoding, OpenCV warps and the
+MediaPipe graph all run in C++ with the GIL released, which is where a producer spends its
+time. A producer that raises hands the exception to the buffer, so the consumer fails with
+a clear error instead of waiting forever; a video that cannot be fetched or decoded is
+skipped with a warning.
 """
 
 from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from . import pipeline, sources
+from . import pipeline
 from .buffer import RingBuffer
 from .crops import person_crops
+from .provenance import ProvenanceLog
+from .sources import RefStream, Video
 from .teachers import Teacher
 
 
@@ -24,11 +28,10 @@ from .teachers import Teacher
 class ProducerConfig:
     stride: int = 1
     max_side: int | None = None
-    max_frames: int | None = None  # per video and pass
+    max_frames: int | None = None  # per video
     crop_size: int = 192
     margin: float = 0.25
     min_visible: int = 8
-    passes: int | None = 1  # None: read the sources again and again until stopped
     max_video_bytes: int = 500_000_000
 
 
@@ -37,32 +40,31 @@ class _Stopped(Exception):
 
 
 class ProducerPool:
-    """`workers` producer threads filling one ring buffer from a list of source specs.
+    """`workers` producer threads filling one ring buffer from a shared stream of video refs.
 
-    Specs are split round-robin, so no two producers label the same video in a pass.
+    Each video id used is kept in `used_videos` and, the first time it is used, recorded in
+    `provenance` (with the frames labelled from it).
     """
 
     def __init__(
         self,
-        specs: Sequence[str],
+        refs: RefStream,
         buffer: RingBuffer,
         make_teacher: Callable[[], Teacher],
         config: ProducerConfig,
         workers: int = 1,
+        provenance: ProvenanceLog | None = None,
     ) -> None:
-        self.specs = sources.expand(specs)
-        if not self.specs:
-            raise ValueError("no sources to produce from")
+        self.refs = refs
         self.buffer = buffer
         self.config = config
+        self.provenance = provenance
         self._make_teacher = make_teacher
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.used_videos: set[str] = set()
-        workers = max(1, min(workers, len(self.specs)))
         self._threads = [
-            threading.Thread(target=self._run, args=(self.specs[k::workers],), name=f"producer-{k}", daemon=True)
-            for k in range(workers)
+            threading.Thread(target=self._run, name=f"producer-{k}", daemon=True) for k in range(max(1, workers))
         ]
         self._finished = 0
 
@@ -74,6 +76,7 @@ class ProducerPool:
     def stop(self, timeout: float = 30.0) -> None:
         """Ask every producer to stop after its current frame, and join them."""
         self._stop.set()
+        self.refs.close()
         for t in self._threads:
             t.join(timeout)
         alive = [t.name for t in self._threads if t.is_alive()]
@@ -90,34 +93,33 @@ class ProducerPool:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def _videos(self, specs: list[str]):
-        passes = 0
-        while self.config.passes is None or passes < self.config.passes:
-            for spec in specs:
-                if self._stop.is_set():
-                    raise _Stopped
-                try:
-                    video = sources.load(spec, max_bytes=self.config.max_video_bytes)
-                except sources.SourceError as e:
-                    warnings.warn(f"skipping source: {e}", stacklevel=2)
-                    continue
-                with self._lock:
-                    self.used_videos.add(video.id)
+    def _videos(self) -> Iterator[Video]:
+        for ref in self.refs:
+            if self._stop.is_set():
+                raise _Stopped
+            video = pipeline.fetch_or_skip(ref, max_bytes=self.config.max_video_bytes)
+            if video is not None:
                 yield video
-            passes += 1
 
-    def _run(self, specs: list[str]) -> None:
+    def _done_with(self, video: Video, frames: int) -> None:
+        with self._lock:
+            first = video.id not in self.used_videos
+            self.used_videos.add(video.id)
+        if first and self.provenance is not None:
+            self.provenance.record(video, frames)
+
+    def _run(self) -> None:
         cfg = self.config
-        teacher = None
+        teacher = frames = None
         try:
             teacher = self._make_teacher()
             frames = pipeline.frames(
-                self._videos(specs), stride=cfg.stride, max_frames=cfg.max_frames, max_side=cfg.max_side, skip_bad=True
+                self._videos(), stride=cfg.stride, max_frames=cfg.max_frames, max_side=cfg.max_side, skip_bad=True
             )
-            labelled = pipeline.labelled(teacher, frames)
+            frames = pipeline.count_frames(frames, self._done_with)
 
             def images_and_labels():
-                for _, frame, labels in labelled:
+                for _, frame, labels in pipeline.labelled(teacher, frames):
                     if self._stop.is_set():
                         raise _Stopped
                     self.buffer.note_frames(1)
@@ -134,6 +136,8 @@ class ProducerPool:
         except BaseException as e:  # noqa: BLE001 - every failure must reach the consumer
             self.buffer.fail(e)
         finally:
+            if frames is not None:
+                frames.close()  # records the video in progress in the provenance
             if teacher is not None:
                 teacher.close()
             with self._lock:

@@ -1,0 +1,294 @@
+"""One HTTP client for every remote source: project User-Agent, timeouts, polite retries.
+
+Remote providers (Pexels, Wikimedia Commons, plain URLs) all go through `Http` so they share
+one connection pool and one retry policy:
+
+- a descriptive User-Agent (Pexels answers 401/403 to default library agents; Wikimedia requires one);
+- separate connect and read timeouts, so a dead host fails fast and a stalled body fails too;
+- bounded retries on 5xx, 429, timeouts and dropped connections, with capped exponential backoff
+  plus jitter (so parallel producers do not retry in lock step), and `Retry-After` honoured;
+- a per-request `RateHook` for provider bookkeeping (Pexels' quota headers, Commons' `maxlag`).
+
+Sleeping goes through `sleep` and every wait is capped by `max_wait`, so tests inject a recorder
+instead of waiting and a server asking for an absurd delay gives a clear error, not a hang.
+Downloads stream into memory with a byte cap; nothing is written to disk.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import random
+import threading
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+
+from . import __version__
+from .errors import SourceError
+
+USER_AGENT = f"stream-pose/{__version__} (3D pose research tool; https://github.com/stream-pose)"
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+LONG_WAIT_S = 10.0  # waits at least this long are announced as warnings; shorter ones only logged
+
+log = logging.getLogger(__name__)
+
+
+class TransientSourceError(SourceError):
+    """Retries ran out on an error that may pass (5xx, 429, timeout): a looping caller may try later."""
+
+
+class RateHook(Protocol):
+    """Provider bookkeeping around each API request (not downloads)."""
+
+    def before_request(self) -> float:
+        """Seconds to wait before sending (0 when the quota allows a request now)."""
+        ...
+
+    def after_response(self, response: httpx.Response) -> tuple[float, str] | None:
+        """Record what the response says; `(seconds, reason)` means "retry this request after that wait"."""
+        ...
+
+
+def setting(name: str, *, dotenv: str | Path = ".env") -> str | None:
+    """A setting from the environment, else from a `KEY=value` line of `.env` in the working dir.
+
+    Parsed by hand (no python-dotenv): comments, blank lines, `export ` and quotes are handled.
+    The value is never logged.
+    """
+    value = os.environ.get(name)
+    if value:
+        return value.strip()
+    try:
+        lines = Path(dotenv).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, val = line.removeprefix("export ").partition("=")
+        if key.strip() != name:
+            continue
+        val = val.strip()
+        if len(val) >= 2 and val[0] == val[-1] and val[0] in "'\"":
+            val = val[1:-1]
+        elif " #" in val:
+            val = val.split(" #", 1)[0].rstrip()
+        return val or None
+    return None
+
+
+def retry_after(response: httpx.Response, *, now: float | None = None) -> float | None:
+    """Seconds from a `Retry-After` header (delta seconds or an HTTP date), else None."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+def _status_text(response: httpx.Response) -> str:
+    return f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
+
+
+class Http:
+    """A shared, thread-safe HTTP client with retries (see the module docstring).
+
+    `client` wraps an existing httpx.Client instead of making one (its headers are used as they are).
+    """
+
+    def __init__(
+        self,
+        *,
+        user_agent: str = USER_AGENT,
+        timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        retries: int = 4,
+        backoff: float = 1.0,
+        max_backoff: float = 60.0,
+        max_wait: float = 3700.0,
+        sleep: Callable[[float], object] | None = None,
+        client: httpx.Client | None = None,
+    ) -> None:
+        self.timeout = httpx.Timeout(timeout, connect=connect_timeout)
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.max_wait = max_wait
+        self._stopped = threading.Event()
+        # The default sleep wakes up on stop(), so a producer waiting out a rate limit can shut down.
+        self.sleep = sleep or self._stopped.wait
+        self._own = client is None
+        self.client = client or httpx.Client(
+            headers={"User-Agent": user_agent}, timeout=self.timeout, follow_redirects=True
+        )
+
+    def stop(self) -> None:
+        """Cut every current and future wait short: waiting callers get a SourceError ("stopped")."""
+        self._stopped.set()
+
+    def close(self) -> None:
+        if self._own:
+            self.client.close()
+
+    def __enter__(self) -> Http:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Http(retries={self.retries}, timeout={self.timeout.read}s)"
+
+    # -- waiting -------------------------------------------------------------------------------
+
+    def backoff_delay(self, attempt: int) -> float:
+        """Capped exponential backoff with jitter: attempt 0 waits about `backoff`, then doubles."""
+        cap = min(self.max_backoff, self.backoff * 2**attempt)
+        return cap * random.uniform(0.5, 1.0)
+
+    def wait(self, seconds: float, what: str, why: str) -> None:
+        """Sleep `seconds` (announced when long); refuse waits over `max_wait` with a clear error."""
+        if seconds <= 0:
+            return
+        if seconds > self.max_wait:
+            raise TransientSourceError(
+                f"{what}: {why}; that means waiting {seconds / 60:.0f} min, more than the "
+                f"{self.max_wait / 60:.0f} min this client waits"
+            )
+        if seconds >= LONG_WAIT_S:
+            warnings.warn(f"{what}: {why}; waiting {seconds:.0f} s", stacklevel=3)
+        else:
+            log.info("%s: %s; waiting %.1f s", what, why, seconds)
+        self.sleep(seconds)
+        if self._stopped.is_set():
+            raise SourceError(f"{what}: stopped while waiting")
+
+    def _retry_delay(self, response: httpx.Response, attempt: int) -> float:
+        hinted = retry_after(response)
+        return hinted if hinted is not None else self.backoff_delay(attempt)
+
+    # -- API requests --------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        params: Mapping[str, str | int] | None = None,
+        headers: Mapping[str, str] | None = None,
+        hook: RateHook | None = None,
+    ) -> httpx.Response:
+        """Send a request with retries and return the final response (its body read).
+
+        Statuses that are not retried (2xx, 3xx, most 4xx) come back for the caller to judge; retries
+        that run out raise TransientSourceError naming `what`. `what` names the request in messages
+        and must not contain secrets.
+        """
+        reason = "no attempt made"
+        for attempt in range(self.retries + 1):
+            if hook is not None:
+                self.wait(hook.before_request(), what, "rate limit reached, waiting for the quota to reset")
+            try:
+                response = self.client.request(method, url, params=params, headers=headers, timeout=self.timeout)
+            except httpx.TimeoutException as e:
+                reason, delay = f"timed out ({type(e).__name__})", self.backoff_delay(attempt)
+            except httpx.TransportError as e:
+                reason, delay = f"connection failed ({type(e).__name__}: {e})", self.backoff_delay(attempt)
+            else:
+                hinted = hook.after_response(response) if hook is not None else None
+                if hinted is not None:
+                    delay, reason = hinted
+                elif response.status_code in RETRY_STATUSES:
+                    reason, delay = _status_text(response), self._retry_delay(response, attempt)
+                else:
+                    return response
+            if attempt < self.retries:
+                self.wait(delay, what, f"{reason}, retry {attempt + 1} of {self.retries}")
+        raise TransientSourceError(f"{what}: {reason} (gave up after {self.retries + 1} tries)")
+
+    # -- downloads -----------------------------------------------------------------------------
+
+    def download(
+        self,
+        url: str,
+        *,
+        what: str,
+        max_bytes: int,
+        headers: Mapping[str, str] | None = None,
+        check: Callable[[httpx.Response], None] | None = None,
+    ) -> bytes:
+        """Stream `url` into memory, refusing more than `max_bytes`.
+
+        `check(response)` may raise SourceError to refuse a response from its headers (a wrong
+        content type). Errors that a retry cannot fix (4xx, too big, refused by `check`) raise
+        SourceError at once; timeouts, dropped connections, truncated bodies and 5xx are retried.
+        """
+        cap_mb = max_bytes / 1e6
+        request_headers = {"Accept-Encoding": "identity", **(headers or {})}
+        reason = "no attempt made"
+        for attempt in range(self.retries + 1):
+            received = declared = 0
+            delay = self.backoff_delay(attempt)
+            try:
+                with self.client.stream("GET", url, headers=request_headers, timeout=self.timeout) as response:
+                    if response.status_code in RETRY_STATUSES:
+                        reason, delay = _status_text(response), self._retry_delay(response, attempt)
+                    elif response.status_code >= 400:
+                        raise SourceError(f"{what}: {_status_text(response)}")
+                    else:
+                        if check is not None:
+                            check(response)
+                        declared = int(response.headers.get("content-length") or 0)
+                        if declared > max_bytes:
+                            raise SourceError(f"{what}: {declared / 1e6:.1f} MB is over the {cap_mb:.1f} MB limit")
+                        buf = bytearray()
+                        for chunk in response.iter_bytes():
+                            buf += chunk
+                            received = len(buf)
+                            if received > max_bytes:
+                                raise SourceError(f"{what}: more than the {cap_mb:.1f} MB limit")
+                        if declared and received < declared:
+                            reason = f"body truncated ({received} of {declared} bytes)"
+                        else:
+                            return bytes(buf)
+            except httpx.TimeoutException as e:
+                reason = f"timed out ({type(e).__name__}) after {received} bytes"
+            except httpx.RemoteProtocolError as e:
+                if declared:
+                    reason = f"body truncated ({received} of {declared} bytes): {e}"
+                else:
+                    reason = f"connection broken after {received} bytes ({e})"
+            except httpx.TransportError as e:
+                reason = f"connection failed ({type(e).__name__}: {e})"
+            if attempt < self.retries:
+                self.wait(delay, what, f"{reason}, retry {attempt + 1} of {self.retries}")
+        raise TransientSourceError(f"{what}: {reason} (gave up after {self.retries + 1} tries)")
+
+
+_default: Http | None = None
+_default_lock = threading.Lock()
+
+
+def default_http() -> Http:
+    """The process-wide client, made on first use (httpx clients are thread-safe)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Http()
+        return _default
