@@ -36,25 +36,59 @@ def emit_json(result: dict) -> None:
     print(json.dumps(result), flush=True)
 
 
+def add_source_options(p: argparse.ArgumentParser, loop: bool = True) -> None:
+    g = p.add_argument_group(
+        "sources",
+        "SOURCE is a file, a folder, an http(s) URL, @list.txt (one source per line), pexels:QUERY or "
+        "commons:QUERY. Pexels' terms forbid training ML models on its content without Pexels' permission; "
+        "Wikimedia Commons media are freely licensed.",
+    )
+    g.add_argument("--max-videos", type=int, default=None, help="stop after this many videos")
+    if loop:
+        g.add_argument("--loop", action="store_true", help="keep paging search sources for new videos forever")
+    g.add_argument("--orientation", choices=["landscape", "portrait", "square"], default=None)
+    g.add_argument("--min-duration", type=float, default=None, help="seconds (search sources)")
+    g.add_argument("--max-duration", type=float, default=None, help="seconds (search sources)")
+    g.add_argument("--target-height", type=int, default=480, help="preferred rendition's short side, pixels")
+    g.add_argument("--max-video-mb", type=float, default=500.0, help="skip videos larger than this")
+
+
+def source_filters(args: argparse.Namespace) -> dict:
+    return {k: getattr(args, k) for k in ("orientation", "min_duration", "max_duration", "target_height")}
+
+
+def source_videos(args: argparse.Namespace, specs: list[str]):
+    """Pipeline head shared by label and eval: refs resolved lazily, fetched one at a time."""
+    stream = sources.refs(
+        specs,
+        max_videos=args.max_videos,
+        loop=getattr(args, "loop", False),
+        filters=sources.SourceFilters(**source_filters(args)),
+    )
+    return pipeline.videos(stream, max_bytes=int(args.max_video_mb * 1e6))
+
+
 def cmd_label(args: argparse.Namespace) -> None:
     teacher = get_teacher(args.teacher)
     skeleton = teacher.skeleton
-    specs = sources.expand(args.sources)
     start = time.perf_counter()
     all_labels = []
     counts = dict(videos=0, frames=0, labelled_frames=0, persons=0)
-    writer = VideoWriter(args.render, fps=_render_fps(specs, args.stride)) if args.render else None
-    render_size = None
+    writer, render_size = None, None
+    used: list[dict] = []
     bar = progress(unit="frame", desc="label")
     try:
         stream = pipeline.frames(
-            sources.videos(specs), stride=args.stride, max_frames=args.max_frames, max_side=args.max_side
+            source_videos(args, args.sources), stride=args.stride, max_frames=args.max_frames, max_side=args.max_side
         )
         last_video = None
         for video, frame, labels in pipeline.labelled(teacher, stream):
             if video is not last_video:
                 counts["videos"] += 1
                 last_video = video
+                used.append({"id": video.id, **video.meta})
+                if args.render and writer is None:
+                    writer = VideoWriter(args.render, fps=probe(video.data, video.id).fps / args.stride)
             counts["frames"] += 1
             counts["labelled_frames"] += bool(labels.persons)
             counts["persons"] += len(labels.persons)
@@ -73,7 +107,7 @@ def cmd_label(args: argparse.Namespace) -> None:
         teacher.close()
     seconds = time.perf_counter() - start
     if args.save:
-        save_labels(args.save, teacher=teacher.name, skeleton=skeleton.name, frames=all_labels)
+        save_labels(args.save, teacher=teacher.name, skeleton=skeleton.name, frames=all_labels, videos=used)
     print(
         f"labelled {counts['labelled_frames']}/{counts['frames']} frames of {counts['videos']} video(s), "
         f"{counts['persons']} persons, {counts['frames'] / seconds:.1f} frames/s"
@@ -92,13 +126,6 @@ def cmd_label(args: argparse.Namespace) -> None:
                 "frames_per_s": round(counts["frames"] / seconds, 2),
             }
         )
-
-
-def _render_fps(specs: list[str], stride: int) -> float:
-    try:
-        return probe(sources.load(specs[0]).data, specs[0]).fps / stride
-    except StreamPoseError:
-        return 30.0 / stride
 
 
 def cmd_view(args: argparse.Namespace) -> None:
@@ -140,12 +167,61 @@ def cmd_view(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(
+        sources=args.source,
+        filters=source_filters(args),
+        **{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and k != "sources"},
+    )
+    sources.refs(cfg.sources).close()  # fail now, with a clear message, on a bad source
+    get_teacher(cfg.teacher).close()  # fail now, with a clear message, if the teacher cannot run
+    with progress(total=cfg.steps, unit="step", desc="train") as bar:
+        result = train(cfg, progress=bar)
+    print(
+        f"step {result['step']}: loss {result['first_loss']:.4f} -> {result['last_loss']:.4f} in "
+        f"{result['seconds']:.0f} s; checkpoint {result['checkpoint']}"
+        + (" (interrupted, saved)" if result["interrupted"] else ""),
+        file=sys.stderr,
+    )
+    if args.json:
+        emit_json({k: v for k, v in result.items() if k != "buffer"} | {"buffer_fill": result["buffer"]["fill"]})
+    return 130 if result["interrupted"] else 0
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from .evaluate import evaluate
+    from .train import pick_device
+
+    with progress(unit="frame", desc="eval") as bar:
+        result = evaluate(
+            args.checkpoint,
+            source_videos(args, args.sources),
+            teacher=args.teacher,
+            stride=args.stride,
+            max_frames=args.max_frames,
+            max_side=args.max_side,
+            device=str(pick_device(args.device)),
+            progress=bar,
+        )
+    if result["persons"]:
+        print(
+            f"{result['persons']} persons in {result['frames']} frames: MPJPE {result['mpjpe_mm']:.0f} mm "
+            f"(mean pose {result['baseline_mpjpe_mm']:.0f}), PA-MPJPE {result['pa_mpjpe_mm']:.0f} mm "
+            f"(mean pose {result['baseline_pa_mpjpe_mm']:.0f}), PCK@150mm {result['pck_150mm']:.2f}",
+            file=sys.stderr,
+        )
+    if args.json:
+        emit_json(result)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streampose", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("label", help="label videos with a teacher")
-    p.add_argument("sources", nargs="+", metavar="SOURCE", help="video file, folder, or http(s) URL")
+    p.add_argument("sources", nargs="+", metavar="SOURCE")
     p.add_argument("--teacher", default="mediapipe", choices=sorted(TEACHERS))
     p.add_argument("--stride", type=int, default=1, help="label every n-th frame")
     p.add_argument("--max-frames", type=int, default=None, help="per video, after stride")
@@ -153,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", metavar="labels.pt", help="write the labels (never pixels)")
     p.add_argument("--render", metavar="overlay.mp4", help="write an overlay video")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
+    add_source_options(p)
     p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("view", help="draw saved labels over their video")
@@ -162,6 +239,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png", metavar="sheet.png", help="contact sheet of a few frames")
     p.add_argument("--sheet-frames", type=int, default=12)
     p.set_defaults(func=cmd_view)
+
+    p = sub.add_parser("train", help="train the student from the live stream")
+    p.add_argument("--source", action="append", required=True, help="a SOURCE (repeatable); read in a loop")
+    p.add_argument("--teacher", default="mediapipe", choices=sorted(TEACHERS))
+    p.add_argument("--student", default="small", help="student size (micro, small, base)")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--minutes", type=float, default=None, help="optional wall-clock cap")
+    p.add_argument("--out", default="runs/train", help="run folder: checkpoints, metrics.jsonl, tb/")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--crop-size", type=int, default=128)
+    p.add_argument("--buffer-gb", type=float, default=1.0)
+    p.add_argument("--min-fill", type=int, default=256, help="samples in the buffer before training starts")
+    p.add_argument("--max-replay", type=float, default=None, help="wait for fresh data above this replay ratio")
+    p.add_argument("--producers", type=int, default=1)
+    p.add_argument("--stride", type=int, default=1)
+    p.add_argument("--max-side", type=int, default=720)
+    p.add_argument("--loss-3d", type=float, default=1.0)
+    p.add_argument("--loss-2d", type=float, default=1.0)
+    p.add_argument("--loss-vis", type=float, default=0.1)
+    p.add_argument("--no-augment", dest="augment", action="store_false")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--compile", action="store_true", help="torch.compile the student")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--save-every", type=int, default=500)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--json", action="store_true")
+    add_source_options(p, loop=False)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="measure a student against the teacher on held-out video")
+    p.add_argument("sources", nargs="+", metavar="SOURCE")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--teacher", default=None, help="default: the checkpoint's teacher")
+    p.add_argument("--stride", type=int, default=1)
+    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--max-side", type=int, default=720)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    add_source_options(p, loop=False)
+    p.set_defaults(func=cmd_eval)
     return parser
 
 
@@ -170,14 +291,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     try:
-        args.func(args)
+        code = args.func(args)
     except StreamPoseError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -1,29 +1,85 @@
 """`make demo`: the main job on the offline defaults, on sample clips of real people.
 
-Labels the Sports2D sample clip with the MediaPipe teacher and renders an overlay, so a
-person can see what the teacher gives the student.
+Trains the student from the live stream of three sample clips (Sports2D and two Pose2Sim
+camera views, relabelled by MediaPipe on every pass) for a bounded number of steps, then
+evaluates it against the teacher on a view it trained on, on a held-out camera view of the
+same recording, and on a held-out recording of other people, and writes `report.png`.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
 from pathlib import Path
 
-from .cli import main as cli
+from . import sources
+from .cli import progress
+from .evaluate import evaluate
+from .report import write_report
+from .teachers import teacher_class
 from .testdata import sample_clip
+from .train import TrainConfig, train
+
+TRAIN_CLIPS = ["sports2d", "pose2sim-single-cam01", "pose2sim-single-cam03"]
+EVALS = {
+    "trained view (cam01)": "pose2sim-single-cam01",
+    "held-out view (cam02)": "pose2sim-single-cam02",
+    "held-out recording": "pose2sim-multi-cam01",
+}
 
 
-def main(out: Path = Path("runs/demo")) -> int:
-    clip = sample_clip("sports2d")
-    out.mkdir(parents=True, exist_ok=True)
-    code = cli(
-        ["label", str(clip), "--save", str(out / "labels.pt"), "--render", str(out / "overlay.mp4"), "--json"]
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m streampose.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/demo")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--student", default="small")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+
+    cfg = TrainConfig(
+        sources=[str(sample_clip(name)) for name in TRAIN_CLIPS],
+        out=str(out),
+        student=args.student,
+        steps=args.steps,
+        crop_size=128,
+        min_fill=256,
+        buffer_gb=0.5,
+        warmup=50,
+        save_every=max(100, args.steps // 3),
     )
-    if code == 0:
-        code = cli(["view", str(out / "labels.pt"), "--video", str(clip), "--png", str(out / "labels.png")])
-    if code == 0:
-        print(f"demo outputs in {out}/: labels.pt, overlay.mp4, labels.png", file=sys.stderr)
-    return code
+    print(f"training {cfg.student} student for {cfg.steps} steps on {', '.join(TRAIN_CLIPS)}", file=sys.stderr)
+    with progress(total=cfg.steps, unit="step", desc="train") as bar:
+        result = train(cfg, progress=bar)
+    print(
+        f"trained {result['step']} steps in {result['seconds']:.0f} s, loss {result['first_loss']:.3f} -> "
+        f"{result['last_loss']:.3f}",
+        file=sys.stderr,
+    )
+
+    evals = {}
+    for name, clip in EVALS.items():
+        with progress(unit="frame", desc=f"eval {name}") as bar:
+            evals[name] = evaluate(
+                result["checkpoint"], sources.videos([str(sample_clip(clip))]), stride=2, keep_examples=3, progress=bar
+            )
+        r = evals[name]
+        print(
+            f"{name}: MPJPE {r['mpjpe_mm']:.0f} mm (mean pose {r['baseline_mpjpe_mm']:.0f}), "
+            f"PA-MPJPE {r['pa_mpjpe_mm']:.0f} mm (mean pose {r['baseline_pa_mpjpe_mm']:.0f}), {r['persons']} persons",
+            file=sys.stderr,
+        )
+    skeleton = teacher_class(cfg.teacher).skeleton
+    report = write_report(out / "report.png", out / "metrics.jsonl", evals, skeleton)
+    summary = {name: {k: v for k, v in r.items() if k != "examples"} for name, r in evals.items()}
+    (out / "eval.json").write_text(json.dumps(summary, indent=2))
+    print(
+        f"\nrun folder {out}/:\n  last.pt        the student checkpoint\n  metrics.jsonl  training metrics"
+        f"\n  tb/            TensorBoard logs (tensorboard --logdir {out}/tb)\n  eval.json      evaluation results"
+        f"\n  {report.name}     loss curve, evaluations, student vs teacher poses",
+        file=sys.stderr,
+    )
+    return 0
 
 
 if __name__ == "__main__":
