@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -18,7 +19,9 @@ import cv2
 from tqdm import tqdm
 
 from . import pipeline, sources
+from .buffer import ProducerError
 from .decode import decode_frames, probe
+from .distributed import RankFailure
 from .errors import StreamPoseError
 from .labels import load_labels, save_labels
 from .render import VideoWriter, contact_sheet, overlay_frame, save_png
@@ -26,9 +29,9 @@ from .skeletons import get_skeleton
 from .teachers import TEACHERS, get_teacher
 
 
-def progress(**kwargs) -> tqdm:
+def progress(disable: bool = False, **kwargs) -> tqdm:
     """A progress bar on an interactive terminal, silent otherwise (logs, CI, pipes)."""
-    return tqdm(disable=not sys.stderr.isatty(), dynamic_ncols=True, **kwargs)
+    return tqdm(disable=disable or not sys.stderr.isatty(), dynamic_ncols=True, **kwargs)
 
 
 def emit_json(result: dict) -> None:
@@ -177,15 +180,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     sources.refs(cfg.sources).close()  # fail now, with a clear message, on a bad source
     get_teacher(cfg.teacher).close()  # fail now, with a clear message, if the teacher cannot run
-    with progress(total=cfg.steps, unit="step", desc="train") as bar:
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 shows progress and JSON
+    with progress(total=cfg.steps, unit="step", desc="train", disable=not main_rank) as bar:
         result = train(cfg, progress=bar)
+    losses = f"loss {result['first_loss']:.4f} -> {result['last_loss']:.4f}, " if result["last_loss"] else ""
     print(
-        f"step {result['step']}: loss {result['first_loss']:.4f} -> {result['last_loss']:.4f} in "
-        f"{result['seconds']:.0f} s; checkpoint {result['checkpoint']}"
-        + (" (interrupted, saved)" if result["interrupted"] else ""),
+        (f"rank {result['rank']}/{result['world_size']}: " if result["world_size"] > 1 else "")
+        + f"step {result['step']}: {losses}{result['samples_per_s']:.0f} samples/s, {result['seconds']:.0f} s; "
+        f"checkpoint {result['checkpoint']}" + (" (interrupted, saved)" if result["interrupted"] else ""),
         file=sys.stderr,
     )
-    if args.json:
+    if args.json and main_rank:
         emit_json({k: v for k, v in result.items() if k != "buffer"} | {"buffer_fill": result["buffer"]["fill"]})
     return 130 if result["interrupted"] else 0
 
@@ -264,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--compile", action="store_true", help="torch.compile the student")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--max-frames", type=int, default=None, help="per video and pass")
+    p.add_argument("--dist-timeout", type=float, default=300.0, help="seconds a rank waits for the others (torchrun)")
     p.add_argument("--save-every", type=int, default=500)
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
@@ -295,6 +302,12 @@ def main(argv: list[str] | None = None) -> int:
     except StreamPoseError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except ProducerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2 if isinstance(e.__cause__, StreamPoseError) else 1
+    except RankFailure as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -15,11 +15,11 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from . import pipeline
 from .buffer import RingBuffer
 from .crops import person_crops
-from .provenance import ProvenanceLog
 from .sources import RefStream, Video
 from .teachers import Teacher
 
@@ -35,6 +35,12 @@ class ProducerConfig:
     max_video_bytes: int = 500_000_000
 
 
+class Recorder(Protocol):
+    """Where a used video is recorded: a `ProvenanceLog`, or `PendingEntries` on a distributed rank."""
+
+    def record(self, video: Video, frames: int) -> dict: ...
+
+
 class _Stopped(Exception):
     pass
 
@@ -43,7 +49,8 @@ class ProducerPool:
     """`workers` producer threads filling one ring buffer from a shared stream of video refs.
 
     Each video id used is kept in `used_videos` and, the first time it is used, recorded in
-    `provenance` (with the frames labelled from it).
+    `provenance` (with the frames labelled from it). Ids in `known` (used by an earlier run
+    that this one resumes) are not recorded again.
     """
 
     def __init__(
@@ -53,7 +60,8 @@ class ProducerPool:
         make_teacher: Callable[[], Teacher],
         config: ProducerConfig,
         workers: int = 1,
-        provenance: ProvenanceLog | None = None,
+        provenance: Recorder | None = None,
+        known: set[str] | frozenset[str] = frozenset(),
     ) -> None:
         self.refs = refs
         self.buffer = buffer
@@ -62,7 +70,7 @@ class ProducerPool:
         self._make_teacher = make_teacher
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self.used_videos: set[str] = set()
+        self.used_videos: set[str] = set(known)
         self._threads = [
             threading.Thread(target=self._run, name=f"producer-{k}", daemon=True) for k in range(max(1, workers))
         ]

@@ -36,6 +36,40 @@ FIELDS = (
 )
 
 
+def entry(video: Video | VideoRef, frames: int, **extra: object) -> dict:
+    """The provenance line of one video: whitelisted metadata only, never pixels or keys."""
+    meta = video.meta
+    item: dict[str, object] = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "id": video.id}
+    item.update({k: meta[k] for k in FIELDS if meta.get(k) is not None})
+    if isinstance(video, Video):
+        item["bytes"] = len(video.data)
+    elif meta.get("bytes") is not None:
+        item["bytes"] = meta["bytes"]
+    item["frames"] = int(frames)
+    item.update(extra)
+    return item
+
+
+class PendingEntries:
+    """Provenance entries held in memory until the main rank of a distributed run writes them."""
+
+    def __init__(self, **extra: object) -> None:
+        self._extra = extra
+        self._items: list[dict] = []
+        self._lock = threading.Lock()
+
+    def record(self, video: Video | VideoRef, frames: int) -> dict:
+        item = entry(video, frames, **self._extra)
+        with self._lock:
+            self._items.append(item)
+        return item
+
+    def drain(self) -> list[dict]:
+        with self._lock:
+            items, self._items = self._items, []
+        return items
+
+
 class ProvenanceLog:
     """`ProvenanceLog(path)`: `path` is the .jsonl file, or a folder that gets `provenance.jsonl`."""
 
@@ -66,22 +100,17 @@ class ProvenanceLog:
 
     def record(self, video: Video | VideoRef, frames: int, **extra: object) -> dict:
         """Append one line for a video that was used; safe to call from several threads."""
-        meta = video.meta
-        entry: dict[str, object] = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "id": video.id}
-        entry.update({k: meta[k] for k in FIELDS if meta.get(k) is not None})
-        if isinstance(video, Video):
-            entry["bytes"] = len(video.data)
-        elif meta.get("bytes") is not None:
-            entry["bytes"] = meta["bytes"]
-        entry["frames"] = int(frames)
-        entry.update(extra)
-        line = json.dumps(entry, ensure_ascii=False, default=str) + "\n"
+        return self.write(entry(video, frames, **extra))
+
+    def write(self, item: dict) -> dict:
+        """Append one entry made by `entry` (on another rank, perhaps)."""
+        line = json.dumps(item, ensure_ascii=False, default=str) + "\n"
         with self._lock:
             handle = self._open()
             handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
-        return entry
+        return item
 
     def _open(self) -> IO[str]:
         if self._file is None:

@@ -271,13 +271,19 @@ def _local_refs(items: list[VideoRef], loop: bool) -> Iterator[VideoRef]:
 
 
 def _search_refs(
-    search: Search, stream: _Stream, *, loop: bool, seen: set[str], research_interval: float
+    search: Search,
+    stream: _Stream,
+    *,
+    loop: bool,
+    seen: set[str],
+    research_interval: float,
+    keep: Callable[[VideoRef], bool] | None = None,
 ) -> Iterator[VideoRef | _Rest]:
     """Page a search, skipping seen ids; when looping, search again after the last page for new uploads."""
     passes = 0
     while True:
         token: object | None = None
-        found = filtered = used = new = 0
+        found = filtered = used = new = elsewhere = 0
         while True:
             try:
                 page = search.page(token)
@@ -295,6 +301,9 @@ def _search_refs(
                 if ref.id in seen:
                     used += 1
                     continue
+                if keep is not None and not keep(ref):
+                    elsewhere += 1  # another rank's share
+                    continue
                 seen.add(ref.id)
                 new += 1
                 yield ref
@@ -304,6 +313,7 @@ def _search_refs(
         stream.note = (
             f"{search.spec}: {found} results, {used} already used, "
             f"{filtered} outside the filters or without a usable video file"
+            + (f", {elsewhere} for other ranks" if elsewhere else "")
         )
         if not loop:
             return
@@ -388,6 +398,7 @@ def refs(
     skip_ids: Iterable[str] = frozenset(),
     http: Http | None = None,
     research_interval: float = 900.0,
+    keep: Callable[[VideoRef], bool] | None = None,
 ) -> RefStream:
     """Resolve specs lazily into `VideoRef`s.
 
@@ -401,6 +412,7 @@ def refs(
     and, after a search's last page, searches again every `research_interval` seconds for new
     uploads. `max_videos` caps the refs handed out (not the fetches that succeed). An empty
     search raises SourceError on first use; so does a set of specs that yields nothing at all.
+    `keep` selects this process's share of the videos (distributed training's shard).
     """
     filters = filters or SourceFilters()
     http = http or default_http()
@@ -420,8 +432,14 @@ def refs(
             loop=loop,
             seen=seen,
             research_interval=research_interval,
+            keep=keep,
         )
         streams.append(stream)
+    if local and keep is not None:
+        kept = [r for r in local if keep(r)]
+        if not kept and not streams:
+            raise SourceError(f"none of the {len(local)} local videos falls to this process's shard: give more videos")
+        local = kept
     if local:
         streams.insert(0, _Stream("local files and URLs", _local_refs(local, loop)))
     if not streams:

@@ -18,14 +18,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 
 from .augment import IMAGE_MEAN, IMAGE_STD, AugmentConfig
 from .buffer import RingBuffer
 from .checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from .distributed import init_distributed, params_checksum
 from .loader import BatchLoader
 from .producers import ProducerConfig, ProducerPool
-from .provenance import ProvenanceLog
+from .provenance import PendingEntries, ProvenanceLog
 from .sources import SourceFilters, refs
 from .student import build_student, preferred_layout
 from .teachers import get_teacher, teacher_class
@@ -54,6 +56,7 @@ class TrainConfig:
     producers: int = 1
     stride: int = 1
     max_side: int | None = 720
+    max_frames: int | None = None  # per video and pass
     max_videos: int | None = None
     max_video_mb: float = 500.0
     filters: dict = field(default_factory=dict)  # SourceFilters fields
@@ -61,6 +64,7 @@ class TrainConfig:
     device: str = "auto"
     compile: bool = False
     threads: int | None = None  # torch CPU threads; None leaves torch's default
+    dist_timeout: float = 300.0  # seconds a rank waits for the others before failing
     log_every: int = 10
     save_every: int = 500
     seed: int = 0
@@ -100,15 +104,17 @@ def pose_loss(out: dict, batch: dict, cfg: TrainConfig) -> tuple[torch.Tensor, d
 def train(cfg: TrainConfig, buffer: RingBuffer | None = None, progress=None) -> dict:
     """Train until `cfg.steps` (or `cfg.minutes`, or Ctrl-C); returns a summary.
 
-    `buffer` replaces the live producers with a prepared buffer (tests, benchmarks).
+    Under torchrun every rank runs this same function (see `distributed`). `buffer` replaces
+    the live producers with a prepared buffer (tests, benchmarks).
     """
     # -- setup ---------------------------------------------------------------------------------
-    device = pick_device(cfg.device)
+    rank, device = init_distributed(pick_device(cfg.device), cfg.dist_timeout)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if rank.main:
+        out.mkdir(parents=True, exist_ok=True)
     skeleton = teacher_class(cfg.teacher).skeleton
 
     model = build_student(cfg.student, skeleton.num_joints, cfg.crop_size).to(device)
@@ -132,11 +138,17 @@ def train(cfg: TrainConfig, buffer: RingBuffer | None = None, progress=None) -> 
         restore_rng_states(ckpt["rng"])
         step, used_videos = ckpt["step"], set(ckpt["used_videos"])
         pose_sum, pose_weight = ckpt["pose_sum"], ckpt["pose_weight"]
-    step_fn = torch.compile(model) if cfg.compile else model
+    # DDP averages gradients over ranks (and broadcasts rank 0's weights at start).
+    forward = model
+    if rank.active:
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    forward = torch.compile(forward) if cfg.compile else forward
 
     # -- the stream ----------------------------------------------------------------------------
+    # Only rank 0 writes provenance; other ranks hold their entries until they are gathered.
+    provenance = ProvenanceLog(out / "provenance.jsonl") if rank.main else None
+    pending = PendingEntries(rank=rank.rank)
     pool = None
-    provenance = ProvenanceLog(out / "provenance.jsonl")
     if buffer is None:
         buffer = RingBuffer(
             skeleton.num_joints,
@@ -148,31 +160,48 @@ def train(cfg: TrainConfig, buffer: RingBuffer | None = None, progress=None) -> 
         producer_cfg = ProducerConfig(
             stride=cfg.stride,
             max_side=cfg.max_side,
+            max_frames=cfg.max_frames,
             crop_size=cfg.crop_size,
             max_video_bytes=int(cfg.max_video_mb * 1e6),
         )
         # Loop: offline clips are few, so every pass relabels them; searches keep paging for new
-        # videos and skip those already used (this run's provenance survives a resume).
+        # videos and skip those already used (the checkpoint's and the provenance's).
+        known = set().union(*rank.gather(used_videos | (provenance.used_ids() if provenance else set())))
         stream = refs(
             cfg.sources,
             loop=True,
             max_videos=cfg.max_videos,
             filters=SourceFilters(**cfg.filters),
-            skip_ids=used_videos | provenance.used_ids(),
+            skip_ids=known,
+            keep=rank.keeps if rank.active else None,
         )
-        pool = ProducerPool(
-            stream, buffer, lambda: get_teacher(cfg.teacher), producer_cfg, cfg.producers, provenance=provenance
-        )
+        make_teacher = lambda: get_teacher(cfg.teacher)  # noqa: E731 - one per producer thread
+        pool = ProducerPool(stream, buffer, make_teacher, producer_cfg, cfg.producers, pending, known=known)
         pool.start()
     augment = AugmentConfig() if cfg.augment else AugmentConfig.off()
-    loader = BatchLoader(buffer, cfg.batch_size, skeleton.flip, augment, seed=cfg.seed, start_step=step, device=device)
+    seed = cfg.seed + 7919 * rank.rank  # ranks draw different batches
+    loader = BatchLoader(buffer, cfg.batch_size, skeleton.flip, augment, seed=seed, start_step=step, device=device)
 
-    # -- logging -------------------------------------------------------------------------------
-    tb = SummaryWriter(str(out / "tb"))
-    metrics_file = (out / "metrics.jsonl").open("a")
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    # -- logging (rank 0) ----------------------------------------------------------------------
+    tb = metrics_file = None
+    if rank.main:
+        tb = SummaryWriter(str(out / "tb"))
+        metrics_file = (out / "metrics.jsonl").open("a")
+        (out / "config.json").write_text(json.dumps(asdict(cfg) | {"world_size": rank.world}, indent=2))
+
+    def gather_videos() -> None:
+        """Every rank's used videos and provenance to rank 0 (a collective: all ranks call it)."""
+        nonlocal used_videos
+        if pool is not None:
+            used_videos |= set().union(*rank.gather(set(pool.used_videos)))
+        for items in rank.gather(pending.drain()):
+            for item in items:
+                if provenance is not None:
+                    provenance.write(item)
 
     def checkpoint(path: Path) -> None:
+        if not rank.main:
+            return
         save_checkpoint(
             path,
             model=model.state_dict(),
@@ -180,6 +209,7 @@ def train(cfg: TrainConfig, buffer: RingBuffer | None = None, progress=None) -> 
             scheduler=scheduler.state_dict(),
             step=step,
             config=asdict(cfg),
+            world_size=rank.world,
             teacher=cfg.teacher,
             skeleton=skeleton.name,
             student=model.config_dict(),
@@ -193,13 +223,15 @@ def train(cfg: TrainConfig, buffer: RingBuffer | None = None, progress=None) -> 
 
     # -- the loop ------------------------------------------------------------------------------
     start = time.perf_counter()
+    start_step = step
     window_start, window_samples = start, 0
     first_loss = parts = None
-    interrupted = False
+    interrupted = finished = False
     model.train()
     try:
         while step < cfg.steps:
-            if cfg.minutes is not None and time.perf_counter() - start > cfg.minutes * 60:
+            # Every rank must stop at the same step, or the others would wait for it forever.
+            if cfg.minutes is not None and rank.any(time.perf_counter() - start > cfg.minutes * 60):
                 break
             batch = loader.next()
             raw3d, raw_vis = batch.pop("raw_joints3d"), batch.pop("raw_visibility")
@@ -207,7 +239,7 @@ def train(cfg: TrainConfig, buffer: RingBuffer | None = None, progress=None) -> 
             pose_weight += raw_vis.sum(0)
 
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                outputs = step_fn(batch["image"])
+                outputs = forward(batch["image"])
             loss, parts = pose_loss(outputs, batch, cfg)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -221,45 +253,71 @@ def train(cfg: TrainConfig, buffer: RingBuffer | None = None, progress=None) -> 
             if step % cfg.log_every == 0 or step == cfg.steps:
                 now = time.perf_counter()
                 stats = buffer.stats()
+                # Losses are averaged over ranks; throughput and producer rates are summed.
+                keys = ("loss", "loss_3d", "loss_2d", "loss_vis")
+                totals = rank.sum(
+                    [parts[k] for k in keys]
+                    + [window_samples / (now - window_start), stats["frames_per_s"], stats["persons_per_s"]]
+                )
+                gather_videos()
                 record = {
                     "step": step,
-                    **parts,
+                    **{k: v / rank.world for k, v in zip(keys, totals, strict=False)},
                     "lr": scheduler.get_last_lr()[0],
                     "grad_norm": float(grad_norm),
-                    "samples_per_s": window_samples / (now - window_start),
+                    "samples_per_s": totals[4],
                     "wait_fraction": loader.waits / max(1, loader.batches),
                     **{f"buffer_{k}": v for k, v in stats.items()},
+                    "frames_per_s": totals[5],
+                    "persons_per_s": totals[6],
+                    "world_size": rank.world,
                     "time_s": now - start,
                 }
                 window_start, window_samples = now, 0
-                metrics_file.write(json.dumps(record) + "\n")
-                metrics_file.flush()
-                for key in ("loss", "loss_3d", "loss_2d", "loss_vis", "lr", "samples_per_s"):
-                    tb.add_scalar(f"train/{key}", record[key], step)
-                for key in ("fill", "replay_ratio", "frames_per_s", "persons_per_s"):
-                    tb.add_scalar(f"buffer/{key}", stats[key], step)
+                if rank.main:
+                    metrics_file.write(json.dumps(record) + "\n")
+                    metrics_file.flush()
+                    for key in ("loss", "loss_3d", "loss_2d", "loss_vis", "lr", "samples_per_s"):
+                        tb.add_scalar(f"train/{key}", record[key], step)
+                    for key in ("fill", "replay_ratio"):
+                        tb.add_scalar(f"buffer/{key}", stats[key], step)
+                    for key in ("frames_per_s", "persons_per_s"):
+                        tb.add_scalar(f"producers/{key}", record[key], step)
                 if progress is not None:
                     progress.set_postfix(
-                        loss=f"{parts['loss']:.3f}",
+                        loss=f"{record['loss']:.3f}",
                         fill=stats["fill"],
                         replay=f"{stats['replay_ratio']:.1f}",
-                        fps=f"{stats['frames_per_s']:.0f}",
+                        fps=f"{record['frames_per_s']:.0f}",
                     )
             if progress is not None:
                 progress.update()
             if step % cfg.save_every == 0:
+                gather_videos()
                 checkpoint(out / f"step{step:07d}.pt")
                 checkpoint(last)
+        finished = True
     except KeyboardInterrupt:
         interrupted = True
+    except Exception as e:
+        if rank.active:
+            raise rank.failure(e) from e
+        raise
     finally:
         loader.close()
         if pool is not None:
             pool.stop()
+        if finished:
+            gather_videos()  # collectives only when every rank got here the same way
         checkpoint(last)
-        tb.close()
-        metrics_file.close()
-        provenance.close()
+        if rank.main:
+            for item in pending.drain():  # entries not gathered yet (an interrupted run)
+                provenance.write(item)
+            tb.close()
+            metrics_file.close()
+            provenance.close()
+    checksums = rank.gather(params_checksum(model)) if finished else [params_checksum(model)]
+    rank.close()
     seconds = time.perf_counter() - start
     return {
         "step": step,
@@ -267,6 +325,10 @@ def train(cfg: TrainConfig, buffer: RingBuffer | None = None, progress=None) -> 
         "first_loss": first_loss,
         "last_loss": parts["loss"] if parts else None,
         "seconds": seconds,
+        "samples_per_s": (step - start_step) * cfg.batch_size * rank.world / seconds,
+        "world_size": rank.world,
+        "rank": rank.rank,
+        "ranks_in_sync": len(set(checksums)) == 1,
         "checkpoint": str(last),
         "buffer": buffer.stats(),
         "wait_fraction": loader.waits / max(1, loader.batches),
