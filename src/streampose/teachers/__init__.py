@@ -36,6 +36,7 @@ class Teacher(Protocol):
 # name -> "module:Class", imported on first use.
 TEACHERS: dict[str, str] = {
     "mediapipe": "streampose.teachers.mediapipe:MediaPipeTeacher",
+    "comotion": "streampose.teachers.comotion:CoMotionTeacher",
 }
 
 
