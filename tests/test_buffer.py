@@ -227,8 +227,8 @@ def test_max_replay_makes_the_consumer_wait_for_fresh_data() -> None:
     assert buf.stats()["drawn"] == 10
 
 
-def test_fail_wakes_a_blocked_consumer_with_producer_error() -> None:
-    buf = _buffer(4)
+def _blocked_consumer(buf: RingBuffer) -> tuple[threading.Thread, list[BaseException]]:
+    """A thread waiting in sample(1); what it raises lands in the returned list."""
     caught: list[BaseException] = []
 
     def consume() -> None:
@@ -239,6 +239,12 @@ def test_fail_wakes_a_blocked_consumer_with_producer_error() -> None:
 
     consumer = threading.Thread(target=consume)
     consumer.start()
+    return consumer, caught
+
+
+def test_fail_wakes_a_blocked_consumer_with_producer_error() -> None:
+    buf = _buffer(4)
+    consumer, caught = _blocked_consumer(buf)
     consumer.join(timeout=0.1)
     assert consumer.is_alive()
     original = ValueError("decoder died on frame 12")
@@ -260,16 +266,7 @@ def test_fail_wakes_a_blocked_consumer_with_producer_error() -> None:
 
 def test_close_on_empty_buffer_wakes_waiters_with_a_clear_error() -> None:
     buf = _buffer(4)
-    caught: list[BaseException] = []
-
-    def consume() -> None:
-        try:
-            buf.sample(1, timeout=30)
-        except BaseException as exc:
-            caught.append(exc)
-
-    consumer = threading.Thread(target=consume)
-    consumer.start()
+    consumer, caught = _blocked_consumer(buf)
     consumer.join(timeout=0.1)
     buf.close()
     consumer.join(timeout=10)
