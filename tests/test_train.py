@@ -184,3 +184,10 @@ def test_train_with_a_missing_source_exits_2(tmp_path, capsys):
     assert main(["train", "--source", str(tmp_path / "nothing.mp4"), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "nothing.mp4" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_resume_into_a_different_student_is_refused(real_samples, tmp_path):
+    train(config(tmp_path, steps=2), buffer=filled_buffer(real_samples))
+    with pytest.raises(StreamPoseError, match="holds a micro student"):
+        train(config(tmp_path, steps=4, student="small", resume=True), buffer=filled_buffer(real_samples))

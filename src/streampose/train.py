@@ -25,6 +25,7 @@ from .augment import IMAGE_MEAN, IMAGE_STD, AugmentConfig
 from .buffer import RingBuffer
 from .checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from .distributed import init_distributed, params_checksum
+from .errors import StreamPoseError
 from .loader import BatchLoader
 from .producers import ProducerConfig, ProducerPool
 from .provenance import PendingEntries, ProvenanceLog
@@ -131,7 +132,10 @@ def train(cfg: TrainConfig, buffer: RingBuffer | None = None, progress=None) -> 
     if cfg.resume and last.exists():
         ckpt = load_checkpoint(last)
         if ckpt["skeleton"] != skeleton.name or ckpt["student"] != model.config_dict():
-            raise ValueError(f"{last} holds a different student or skeleton than this run asks for")
+            raise StreamPoseError(
+                f"{last} holds a {ckpt['student'].get('name')} student on {ckpt['skeleton']}, but this run asks for "
+                f"{cfg.student} on {skeleton.name} at {cfg.crop_size} px: use another --out or the same options"
+            )
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
