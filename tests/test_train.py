@@ -19,6 +19,7 @@ from streampose.buffer import RingBuffer
 from streampose.checkpoint import load_checkpoint, save_checkpoint, student_from
 from streampose.cli import main
 from streampose.crops import person_crops
+from streampose.errors import StreamPoseError
 from streampose.student import HEAD_MAPS, build_student
 from streampose.teachers.mediapipe import MediaPipeTeacher
 from streampose.train import TrainConfig, train
