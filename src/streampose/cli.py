@@ -221,6 +221,44 @@ def cmd_eval(args: argparse.Namespace) -> None:
         emit_json(result)
 
 
+def cmd_predict(args: argparse.Namespace) -> None:
+    from .predict import open_backend, parse_box, predict_video
+    from .train import pick_device
+
+    box = parse_box(args.box) if args.box is not None else None
+    backend = open_backend(
+        checkpoint=args.checkpoint,
+        onnx=args.onnx,
+        device=str(pick_device(args.device)),
+        expect_skeleton=args.skeleton,
+        threads=args.threads,
+    )
+    with progress(unit="frame", desc="predict") as bar:
+        result = predict_video(
+            args.video, backend, args.out, json_path=args.json, box=box, max_side=args.max_side, progress=bar.update
+        )
+    print(
+        f"{result.frames} frames ({backend.name}, {result.skeleton}, {result.crop_size} px crops): "
+        f"{result.tracked} tracked, {result.reinits} (re)initialisations, mean confidence "
+        f"{result.mean_confidence:.2f}, {result.frames_per_s:.1f} frames/s overall, "
+        f"student {result.frames / max(result.student_seconds, 1e-9):.0f} frames/s; wrote {', '.join(result.outputs)}",
+        file=sys.stderr,
+    )
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from .checkpoint import load_checkpoint
+    from .export import export_onnx
+
+    ckpt = load_checkpoint(args.checkpoint)
+    if args.skeleton and ckpt["skeleton"] != args.skeleton:
+        raise StreamPoseError(
+            f"{args.checkpoint}: its student predicts skeleton {ckpt['skeleton']}, not {args.skeleton}"
+        )
+    path = export_onnx(ckpt, args.onnx)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, skeleton {ckpt['skeleton']})", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streampose", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -290,6 +328,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     add_source_options(p, loop=False)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="run the student alone on every frame of a video")
+    p.add_argument("video", metavar="VIDEO", help="a video file or an http(s) URL")
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint", help="a training checkpoint (runs in PyTorch)")
+    model.add_argument("--onnx", metavar="student.onnx", help="an exported student (runs in onnxruntime)")
+    p.add_argument("--out", required=True, metavar="overlay.mp4", help="overlay video: 2D skeleton, crop, 3D panel")
+    p.add_argument("--json", metavar="poses.jsonl", help="one JSON line per frame")
+    p.add_argument(
+        "--box",
+        metavar="x0,y0,x1,y1",
+        help="the person on the first frame, frame pixels (--box=-5,... if negative)",
+    )
+    p.add_argument("--skeleton", default=None, help="refuse a model that predicts another skeleton")
+    p.add_argument("--max-side", type=int, default=None, help="scale frames so the longest side is at most this")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU inference threads (0: all); tracking runs one crop at a time, where one thread is as fast "
+        "and leaves the other cores to decoding and encoding",
+    )
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a checkpoint's student to ONNX")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--onnx", required=True, metavar="student.onnx")
+    p.add_argument("--skeleton", default=None, help="refuse a checkpoint of another skeleton")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

@@ -24,6 +24,10 @@ from streampose.labels import FrameLabels, PersonLabel
 # A person whose visible joints span fewer frame pixels than this (one joint, or a person far
 # away) still gets a square this big, so the crop shows some context instead of a magnified blob.
 MIN_SIDE_PX = 32.0
+#: Margin on each side of the visible joints' extent, as a fraction of it. Training crops and the
+#: squares `streampose.predict` tracks with share it, so the student sees at inference the framing
+#: it was trained on.
+MARGIN = 0.25
 
 
 @dataclass
@@ -58,6 +62,40 @@ def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     return (pts @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
 
 
+def invert_affine(matrix: np.ndarray) -> np.ndarray:
+    """The 2x3 affine undoing `matrix`: crop pixels back to frame pixels (for predicted joints)."""
+    return cv2.invertAffineTransform(np.asarray(matrix, dtype=np.float64))
+
+
+def square_around(points: np.ndarray, margin: float = MARGIN) -> tuple[tuple[float, float], float]:
+    """(centre, side) of the crop square around (N, 2) pixel points, `margin` added on each side.
+
+    One definition for the teacher's joints (training crops) and the student's own joints
+    (tracking at inference), so both frame a person the same way.
+    """
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    side = max(float((hi - lo).max()) * (1.0 + 2.0 * margin), MIN_SIDE_PX)
+    return (float(lo[0] + hi[0]) / 2.0, float(lo[1] + hi[1]) / 2.0), side
+
+
+def cut_square(frame: np.ndarray, center: tuple[float, float], side: float, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (size, size, 3) crop of the square and its 2x3 frame-to-crop matrix.
+
+    One ``cv2.warpAffine``: crop, black padding where the square leaves the frame, and resize.
+    """
+    matrix = crop_matrix(center, side, size)
+    image = cv2.warpAffine(
+        np.ascontiguousarray(frame),
+        matrix,
+        (size, size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(0, 0, 0),
+    )
+    return image, matrix
+
+
 def crop_person(
     frame: np.ndarray,
     person: PersonLabel,
@@ -65,7 +103,7 @@ def crop_person(
     source: str,
     frame_index: int,
     size: int = 192,
-    margin: float = 0.25,
+    margin: float = MARGIN,
     min_visible: int = 8,
     vis_threshold: float = 0.5,
 ) -> Sample | None:
@@ -82,19 +120,8 @@ def crop_person(
     visible = person.visibility >= vis_threshold
     if int(visible.sum()) < min_visible:
         return None
-    pts = person.joints2d[visible].astype(np.float64)
-    lo, hi = pts.min(axis=0), pts.max(axis=0)
-    side = max(float((hi - lo).max()) * (1.0 + 2.0 * margin), MIN_SIDE_PX)
-    center = (float(lo[0] + hi[0]) / 2.0, float(lo[1] + hi[1]) / 2.0)
-    matrix = crop_matrix(center, side, size)
-    image = cv2.warpAffine(
-        np.ascontiguousarray(frame),
-        matrix,
-        (size, size),
-        flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=(0, 0, 0),
-    )
+    center, side = square_around(person.joints2d[visible], margin)
+    image, matrix = cut_square(frame, center, side, size)
     return Sample(
         image=image,
         joints3d=np.array(person.joints3d, dtype=np.float32, copy=True),

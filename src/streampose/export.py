@@ -1,0 +1,145 @@
+"""`streampose export`: the trained student as one self-describing ONNX file.
+
+Why ONNX: the student then runs wherever onnxruntime does (no PyTorch, no checkpoint pickle,
+which `torch.load` can only read with ``weights_only=False``). Why self-describing: everything
+`streampose predict --onnx` needs besides pixels (the skeleton, the crop size, the
+normalisation, the student's config, the teacher it learnt from) rides in the model's
+``metadata_props``, so the .onnx file is the whole deliverable.
+
+Graph contract (``FORMAT``):
+- input ``image``: float32 (batch, 3, S, S), RGB, ``(pixel / 255 - mean) / std`` with ``mean``
+  and ``std`` from the metadata (ImageNet statistics), S = ``crop_size``. A float input keeps
+  the graph identical to the trained network, so ONNX and PyTorch agree to float rounding;
+  the price is that callers normalise (one multiply-add per value).
+- outputs ``joints3d`` (batch, J, 3) metres root-relative, ``joints2d`` (batch, J, 2) crop
+  pixels / S, ``vis_logits`` (batch, J); see `streampose.student`.
+- the batch axis is dynamic; opset 17 (what onnxruntime 1.1x and later all run).
+
+Exported with the TorchScript-based exporter (``dynamo=False``): the dynamo exporter needs
+``onnxscript``, which this project does not depend on.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from .augment import IMAGE_MEAN, IMAGE_STD
+from .checkpoint import load_checkpoint, student_from
+from .errors import StreamPoseError
+from .files import atomic_write
+from .skeletons import get_skeleton
+
+FORMAT = "streampose-student-onnx/1"
+OPSET = 17
+INPUT = "image"
+OUTPUTS = ("joints3d", "joints2d", "vis_logits")
+
+
+class _TupleOutputs(nn.Module):
+    """The student with its dict outputs as a tuple in `OUTPUTS` order: the exporter names
+    outputs positionally, so the order must not depend on dict iteration."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(x)
+        return tuple(out[k] for k in OUTPUTS)
+
+
+def onnx_metadata(ckpt: dict) -> dict[str, str]:
+    """The metadata_props written into the ONNX file (every value a string; JSON where structured)."""
+    try:
+        skeleton = get_skeleton(ckpt["skeleton"])
+    except KeyError as e:
+        raise StreamPoseError(f"the checkpoint's skeleton is unknown: {e.args[0]}") from None
+    pre = ckpt.get("preprocess", {})
+    return {
+        "streampose.format": FORMAT,
+        "skeleton": skeleton.name,
+        "joints": json.dumps(list(skeleton.joints)),
+        "flip": json.dumps(list(skeleton.flip)),
+        "bones": json.dumps([list(b) for b in skeleton.bones]),
+        "root": json.dumps(list(skeleton.root)),
+        "crop_size": str(int(ckpt["student"]["crop_size"])),
+        "mean": json.dumps(list(pre.get("mean", IMAGE_MEAN))),
+        "std": json.dumps(list(pre.get("std", IMAGE_STD))),
+        "student": json.dumps(ckpt["student"]),
+        "teacher": str(ckpt.get("teacher", "")),
+        "step": str(ckpt.get("step", "")),
+        "input": f"{INPUT}: float32 (batch, 3, S, S) RGB, (pixel / 255 - mean) / std",
+        "outputs": "joints3d (batch, J, 3) metres root-relative; joints2d (batch, J, 2) crop pixels / S; "
+        "vis_logits (batch, J)",
+    }
+
+
+def export_onnx(checkpoint: str | Path | dict, path: str | Path) -> Path:
+    """Write the checkpoint's student to `path` as ONNX (see the module docstring); returns `path`.
+
+    `checkpoint` is a checkpoint file or an already loaded checkpoint dict. The file is checked
+    with ``onnx.checker`` before it is written, and written atomically, so `path` is either the
+    previous file or a complete, valid model.
+    """
+    ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+    metadata = onnx_metadata(ckpt)
+    model = student_from(ckpt).float().to(memory_format=torch.contiguous_format)
+    size = model.config.crop_size
+    if "crop_size" in ckpt.get("preprocess", {}) and ckpt["preprocess"]["crop_size"] != size:
+        raise StreamPoseError(
+            f"the checkpoint's preprocess crop size {ckpt['preprocess']['crop_size']} differs from its student's {size}"
+        )
+    # Batch 2 in the example, so no size-1 special case can be baked into the trace.
+    example = torch.zeros(2, 3, size, size)
+    buffer = io.BytesIO()
+    batch_axis = {0: "batch"}
+    with torch.no_grad(), warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of dynamo, which needs onnxscript (see above).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            _TupleOutputs(model).eval(),
+            (example,),
+            buffer,
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[INPUT],
+            output_names=list(OUTPUTS),
+            dynamic_axes={name: batch_axis for name in (INPUT, *OUTPUTS)},
+            do_constant_folding=True,
+        )
+    proto = onnx.load_from_string(buffer.getvalue())
+    # The tracer names the joint axis after an internal Slice; state the real, fixed shapes.
+    j = model.config.num_joints
+    for output, dims in zip(proto.graph.output, (("batch", j, 3), ("batch", j, 2), ("batch", j)), strict=True):
+        shape = output.type.tensor_type.shape
+        shape.ClearField("dim")
+        for d in dims:
+            dim = shape.dim.add()
+            if isinstance(d, str):
+                dim.dim_param = d
+            else:
+                dim.dim_value = d
+    proto.doc_string = "stream-pose student: person crop -> 3D/2D joints and visibility"
+    onnx.helper.set_model_props(proto, metadata)
+    onnx.checker.check_model(proto, full_check=True)
+    data = proto.SerializeToString()
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata_props of an ONNX file (without loading its weights into a session)."""
+    path = Path(path)
+    if not path.is_file():
+        raise StreamPoseError(f"{path}: no such ONNX model")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:
+        raise StreamPoseError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})") from None
+    return {p.key: p.value for p in proto.metadata_props}
