@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean bench bench-quick
 
 install: $(STAMP)
 
@@ -22,6 +22,22 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/ruff format --check src tests
+
+bench: $(STAMP)
+	@# P3 compares against the ffmpeg command line: install Debian's when missing and we may (root + apt-get).
+	@command -v ffmpeg >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; }; }; } || \
+		echo "ffmpeg is missing and could not be installed (not root, no apt-get, or apt failed): P3 skips its ratio"
+	$(PY) benchmarks/pipeline.py --out bench.json
+
+bench-quick: $(STAMP)
+	@# P3 compares against the ffmpeg command line: install Debian's when missing and we may (root + apt-get).
+	@command -v ffmpeg >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; }; }; } || \
+		echo "ffmpeg is missing and could not be installed (not root, no apt-get, or apt failed): P3 skips its ratio"
+	$(PY) benchmarks/pipeline.py --quick --out bench.json
 
 clean:
 	rm -rf $(VENV) runs/demo

@@ -22,19 +22,24 @@ import os
 import statistics
 import subprocess
 import sys
-import time
+
+from benchutil import timed_repeats
 
 MODES = {
     "fp32": (False, None),
     "cl": (True, None),
     "cl+bf16": (True, "bfloat16"),
     "bf16": (False, "bfloat16"),  # not in the default grid: NCHW bf16 was much slower before
+    "cl+fp16": (True, "float16"),  # CUDA without bf16 (what preferred_layout picks there)
 }
 DEFAULT_MODES = ("fp32", "cl", "cl+bf16")
 
 
 def _child(spec: dict) -> dict:
-    """Measure one configuration in this (fresh) process and return samples/s."""
+    """Measure one configuration in this (fresh) process and return samples/s.
+
+    ``spec["device"]`` (default "cpu") may be "cuda"; timings then synchronise the device.
+    """
     import torch
     import torch.nn.functional as F
 
@@ -47,15 +52,16 @@ def _child(spec: dict) -> dict:
     dtype = getattr(torch, dtype_name) if dtype_name else None
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     b, s, j = spec["batch"], spec["crop"], spec["joints"]
+    device = torch.device(spec.get("device", "cpu"))
 
-    model = build_student(spec["size"], j, s).to(memory_format=fmt)
-    x = torch.randn(b, 3, s, s).contiguous(memory_format=fmt)
-    t3d = torch.randn(b, j, 3) * 0.3
-    t2d = torch.rand(b, j, 2)
-    tvis = torch.randint(0, 2, (b, j)).float()
+    model = build_student(spec["size"], j, s).to(device, memory_format=fmt)
+    x = torch.randn(b, 3, s, s, device=device).contiguous(memory_format=fmt)
+    t3d = torch.randn(b, j, 3, device=device) * 0.3
+    t2d = torch.rand(b, j, 2, device=device)
+    tvis = torch.randint(0, 2, (b, j), device=device).float()
 
     def autocast():
-        return torch.autocast("cpu", dtype=dtype, enabled=dtype is not None)
+        return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
     if spec["phase"] == "train":
         model.train()
@@ -77,38 +83,28 @@ def _child(spec: dict) -> dict:
             with torch.inference_mode(), autocast():
                 model(x)
 
-    # Warm-up: first iterations pick kernels (oneDNN primitive caches) and allocate.
-    t_end = time.perf_counter() + spec["warmup_s"]
-    n_warm = 0
-    while n_warm < 2 or time.perf_counter() < t_end:
-        step()
-        n_warm += 1
-    # Steps per repeat: aim for ~repeat_s seconds each, judged from one timed step.
-    t0 = time.perf_counter()
-    step()
-    per_step = time.perf_counter() - t0
-    steps = max(1, round(spec["repeat_s"] / max(per_step, 1e-6)))
-    rates, utils = [], []
-    for _ in range(spec["repeats"]):
-        t0, c0 = time.perf_counter(), time.process_time()
-        for _ in range(steps):
-            step()
-        wall = time.perf_counter() - t0
-        rates.append(steps * b / wall)
-        utils.append((time.process_time() - c0) / wall)  # cores this process actually got
+    timing = timed_repeats(
+        step,
+        units_per_step=b,
+        warmup_s=spec["warmup_s"],
+        repeat_s=spec["repeat_s"],
+        repeats=spec["repeats"],
+        sync=torch.cuda.synchronize if device.type == "cuda" else None,
+    )
     return {
         **spec,
         "params": count_parameters(model),
-        "median": statistics.median(rates),
-        "rates": [round(r, 1) for r in rates],
-        "cpu_util": round(statistics.median(utils), 2),
-        "steps_per_repeat": steps,
+        "median": timing.median,
+        "rates": [round(r, 1) for r in timing.rates],
+        "cpu_util": round(statistics.median(timing.cores), 2),  # cores this process actually got
+        "steps_per_repeat": timing.units_per_repeat // b,
         "threads": torch.get_num_threads(),
         "load": os.getloadavg()[0],
     }
 
 
 def _run_child(spec: dict) -> dict:
+    """Measure one configuration (see `_child`) in a fresh process; failures come back as "error"."""
     proc = subprocess.run(
         [sys.executable, __file__, "--child", json.dumps(spec)],
         capture_output=True,
