@@ -241,7 +241,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
         f"{result.frames} frames ({backend.name}, {result.skeleton}, {result.crop_size} px crops): "
         f"{result.tracked} tracked, {result.reinits} (re)initialisations, mean confidence "
         f"{result.mean_confidence:.2f}, {result.frames_per_s:.1f} frames/s overall, "
-        f"student {result.frames / max(result.student_seconds, 1e-9):.0f} frames/s; wrote {', '.join(result.outputs)}",
+        f"tracking alone {result.frames / max(result.tracker_seconds, 1e-9):.0f} frames/s; "
+        f"wrote {', '.join(result.outputs)}",
         file=sys.stderr,
     )
 

@@ -455,12 +455,15 @@ def draw(frame: np.ndarray, pose: Pose, skeleton: Skeleton) -> np.ndarray:
 
 @dataclass
 class PredictResult:
+    """What `predict_video` did, for the command's summary line. ``tracker_seconds`` is the time
+    spent cropping, running the student and re-framing; the rest is decoding, drawing and encoding."""
+
     frames: int = 0
     reinits: int = 0
     tracked: int = 0
     mean_confidence: float = 0.0
     seconds: float = 0.0
-    student_seconds: float = 0.0
+    tracker_seconds: float = 0.0
     backend: str = ""
     skeleton: str = ""
     crop_size: int = 0
@@ -513,7 +516,7 @@ def predict_video(
             for frame in _chain(first, frames):
                 t0 = time.perf_counter()
                 pose = tracker(frame)
-                result.student_seconds += time.perf_counter() - t0
+                result.tracker_seconds += time.perf_counter() - t0
                 writer.write(draw(frame.image, pose, backend.skeleton))
                 if sink is not None:
                     sink.write((json.dumps(pose.to_json()) + "\n").encode())
