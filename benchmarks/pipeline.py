@@ -21,7 +21,7 @@ two sides of a ratio are timed interleaved, after a warm-up, and the median of t
 reported with the cores the process got and the load average. The machine is shared, so a
 figure taken under foreign load (load average well above 0 at the start) is flagged.
 
-    .venv/bin/python benchmarks/pipeline.py --out bench.json            # full, ~15-20 min
+    .venv/bin/python benchmarks/pipeline.py --out bench.json            # full, ~22 min
     .venv/bin/python benchmarks/pipeline.py --quick --out bench.json    # under 2 minutes
     .venv/bin/python benchmarks/pipeline.py --smoke --out /tmp/b.json   # CI: plumbing only, < 60 s
     .venv/bin/python benchmarks/pipeline.py --sections P3 P4            # a few sections
@@ -99,11 +99,11 @@ CLIPS = ("sports2d", "pose2sim-single-cam01")
 BUDGETS = {
     "full": Budget(
         "full", CLIPS, None, 5, 256, 30, 4, 150, CLIPS, None, 7,
-        ("micro", "small", "base"), (128, 192), 3.0, 1.0, 7, 2, 600.0, 120.0, 1.0, 0.25, 256,
+        ("micro", "small", "base"), (128, 192), 3.0, 1.0, 7, 1, 600.0, 120.0, 1.0, 0.25, 256,
     ),
     "quick": Budget(
-        "quick", ("sports2d",), 40, 3, 128, 8, 2, 0, CLIPS, 45, 3,
-        ("small",), (128, 192), 0.5, 0.3, 3, 1, 45.0, 25.0, 0.5, 0.1, 128,
+        "quick", ("sports2d",), 40, 3, 128, 6, 2, 0, CLIPS, 45, 3,
+        ("small",), (128, 192), 0.4, 0.25, 3, 1, 36.0, 20.0, 0.5, 0.1, 128,
     ),
     "smoke": Budget(
         "smoke", ("sports2d",), 12, 1, 32, 3, 1, 0, ("pose2sim-single-cam01",), 12, 1,
@@ -125,7 +125,7 @@ def _clip_paths(names: tuple[str, ...]) -> list[str]:
     return [str(sample_clip(n)) for n in names]
 
 
-def _figure(value: float, unit: str, what: str) -> dict:
+def _figure(value: float | None, unit: str, what: str) -> dict:
     return {"value": value, "unit": unit, "what": what}
 
 
@@ -1004,7 +1004,7 @@ def main() -> None:
             merged = True
     for key in args.sections:
         t0 = time.perf_counter()
-        before = foreign_cores_now(0.5) if budget.name != "smoke" else None
+        before = foreign_cores_now(0.5 if budget.name == "full" else 0.2)
         print(f"{key} ... (other jobs: {_fmt(before, 2)} cores)", file=sys.stderr, flush=True)
         with ForeignLoad() as during:
             r = run_child(__file__, ["--section", key, "--budget", budget.name], timeout=3600)
