@@ -18,8 +18,10 @@ So every figure is "what we get" over "what the bare unavoidable part gets":
 How they are measured (see `benchutil`): every section runs in its own fresh process (models
 alive in one process slowed each other here, and RSS must start clean); within a section the
 two sides of a ratio are timed interleaved, after a warm-up, and the median of the repeats is
-reported with the cores the process got and the load average. The machine is shared, so a
-figure taken under foreign load (load average well above 0 at the start) is flagged.
+reported with the cores the process got. The machine is shared, so each section also records the
+cores other jobs used while it ran (machine-wide busy time from /proc/stat minus ours; the load
+average cannot tell, it counts our own work and lags a minute), and a figure taken while they
+used more than `BUSY_CORES` is flagged: re-run it with `--sections`.
 
     .venv/bin/python benchmarks/pipeline.py --out bench.json            # full, ~22 min
     .venv/bin/python benchmarks/pipeline.py --quick --out bench.json    # under 2 minutes

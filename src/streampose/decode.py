@@ -101,7 +101,10 @@ def decode_frames(
                 decoded += 1
                 if index % stride:
                     continue
-                image = frame.to_ndarray(format="rgb24", width=width, height=height)
+                # threads=1: PyAV builds a new swscale context per frame, and with its default of 0
+                # threads that context starts and stops a thread pool on every call; one thread
+                # made RGB conversion 1.2-1.7x faster here (benchmarks P3).
+                image = frame.to_ndarray(format="rgb24", width=width, height=height, threads=1)
                 ts = float(frame.pts * time_base) if frame.pts is not None else index / float(stream.average_rate or 30)
                 yield Frame(index, ts, image)
                 kept += 1
