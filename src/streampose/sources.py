@@ -41,7 +41,6 @@ __all__ = [
     "VideoRef",
     "expand",
     "fetch",
-    "fetch_url",
     "load",
     "refs",
     "videos",
@@ -512,14 +511,6 @@ def _read_file(path: Path, what: str, max_bytes: int | None) -> bytes:
 
 
 # -- the fixed-list interface ----------------------------------------------------------------------
-
-
-def fetch_url(url: str, *, max_bytes: int, timeout: float = 30.0, client: httpx.Client | None = None) -> bytes:
-    """Stream one URL into memory, refusing anything over `max_bytes` or anything not a video."""
-    with Http(timeout=timeout, client=client) as http:
-        data = http.download(url, what=url, max_bytes=max_bytes, check=_check_video_headers(url))
-    _check_video_bytes(data, url)
-    return data
 
 
 def load(spec: str, *, max_bytes: int = 500_000_000) -> Video:
