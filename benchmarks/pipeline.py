@@ -116,13 +116,13 @@ BUDGETS = {
 
 def _train_defaults():
     """The configuration `streampose train` runs with; the benchmarks measure that, not a tuned one."""
-    from streampose.train import TrainConfig
+    from streampose.engine.train import TrainConfig
 
     return TrainConfig()
 
 
 def _clip_paths(names: tuple[str, ...]) -> list[str]:
-    from streampose.testdata import sample_clip
+    from streampose.sources.samples import sample_clip
 
     return [str(sample_clip(n)) for n in names]
 
@@ -160,11 +160,12 @@ def section_p1(b: Budget) -> dict:
     went to: one producer runs its stages one after another in one thread, so its frame time
     is roughly decode + teacher + crops unless FFmpeg's own threads decode ahead.
     """
-    from streampose import pipeline, sources
-    from streampose.buffer import RingBuffer
-    from streampose.crops import person_crops
-    from streampose.labels import FrameLabels
-    from streampose.producers import ProducerConfig, ProducerPool
+    from streampose import sources
+    from streampose.poses.labels import FrameLabels
+    from streampose.stream import stages
+    from streampose.stream.buffer import RingBuffer
+    from streampose.stream.crops import person_crops
+    from streampose.stream.producers import ProducerConfig, ProducerPool
     from streampose.teachers import get_teacher, teacher_class
 
     d = _train_defaults()
@@ -174,7 +175,7 @@ def section_p1(b: Budget) -> dict:
     frame_opts = {"stride": cfg.stride, "max_frames": cfg.max_frames, "max_side": cfg.max_side}
 
     decoded = [
-        [f.image for _, f in pipeline.frames(sources.videos([s]), **frame_opts)]
+        [f.image for _, f in stages.frames(sources.videos([s]), **frame_opts)]
         for s in specs  # one list per video: the teacher restarts tracking per video, as producers do
     ]
     n_frames = sum(len(v) for v in decoded)
@@ -186,7 +187,7 @@ def section_p1(b: Budget) -> dict:
         t0 = time.perf_counter()
         for frames in decoded:
             teacher.start_video(frames[0].shape[:2])
-            for i in range(0, len(frames), 8):  # pipeline.labelled's batch
+            for i in range(0, len(frames), 8):  # stages.labelled's batch
                 labels.append(teacher.label(frames[i : i + 8]))
         return n_frames / (time.perf_counter() - t0)
 
@@ -195,7 +196,7 @@ def section_p1(b: Budget) -> dict:
         n = 0
         for spec in specs:
             data = Path(spec).read_bytes()
-            n += sum(1 for _ in pipeline.frames([sources.Video(spec, data)], **frame_opts))
+            n += sum(1 for _ in stages.frames([sources.Video(spec, data)], **frame_opts))
         return n / (time.perf_counter() - t0)
 
     persons = {"teacher": 0, "pool": 0}
@@ -292,14 +293,14 @@ def section_p2(b: Budget) -> dict:
     """
     import torch
 
-    from streampose.augment import AugmentConfig
-    from streampose.buffer import RingBuffer
-    from streampose.loader import BatchLoader
-    from streampose.producers import ProducerConfig, ProducerPool
+    from streampose.engine.train import lr_factor, pose_loss
+    from streampose.model.student import build_student, preferred_layout
     from streampose.sources import refs
-    from streampose.student import build_student, preferred_layout
+    from streampose.stream.augment import AugmentConfig
+    from streampose.stream.buffer import RingBuffer
+    from streampose.stream.loader import BatchLoader
+    from streampose.stream.producers import ProducerConfig, ProducerPool
     from streampose.teachers import get_teacher, teacher_class
-    from streampose.train import lr_factor, pose_loss
 
     d = _train_defaults()
     d.min_fill = b.p2_min_fill
@@ -447,11 +448,11 @@ def section_p2_train(b: Budget) -> dict:
     min_fill (the first two windows, which hold the fill wait and the warm-up, are dropped) and
     train()'s own wait fraction (it counts the first batch, which always waits for min_fill).
     """
-    from streampose.buffer import RingBuffer
-    from streampose.producers import ProducerConfig, ProducerPool
+    from streampose.engine.train import TrainConfig, train
     from streampose.sources import refs
+    from streampose.stream.buffer import RingBuffer
+    from streampose.stream.producers import ProducerConfig, ProducerPool
     from streampose.teachers import get_teacher, teacher_class
-    from streampose.train import TrainConfig, train
 
     d = _train_defaults()
     specs = _clip_paths(CLIPS)
@@ -541,7 +542,7 @@ def section_p3(b: Budget) -> dict:
     """
     import av
 
-    from streampose.decode import decode_frames
+    from streampose.stream.decode import decode_frames
 
     clips = {
         name: _streamable(Path(p).read_bytes()) for name, p in zip(b.p3_clips, _clip_paths(b.p3_clips), strict=True)
@@ -678,7 +679,7 @@ def section_p4(b: Budget) -> dict:
     import student_speed
     import torch
 
-    from streampose.student import preferred_layout
+    from streampose.model.student import preferred_layout
     from streampose.teachers import teacher_class
 
     joints = teacher_class(_train_defaults().teacher).skeleton.num_joints
@@ -751,9 +752,9 @@ def section_p5(b: Budget) -> dict:
     the post-warm-up samples, MB/minute) shows leaks, and the peak minus the buffer's bytes is
     what everything else (Python, torch, MediaPipe, the model, frames in flight) costs.
     """
-    from streampose.buffer import RingBuffer
+    from streampose.engine.train import TrainConfig, train
+    from streampose.stream.buffer import RingBuffer
     from streampose.teachers import teacher_class
-    from streampose.train import TrainConfig, train
 
     specs = _clip_paths(CLIPS)
     rss_start = rss_bytes()

@@ -43,7 +43,7 @@ def _child(spec: dict) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from streampose.student import build_student, count_parameters
+    from streampose.model.student import build_student, count_parameters
 
     torch.manual_seed(0)
     if spec["threads"]:
@@ -151,7 +151,7 @@ def main() -> None:
         return
 
     if args.sizes is None:
-        from streampose.student import STUDENT_SIZES
+        from streampose.model.student import STUDENT_SIZES
 
         args.sizes = list(STUDENT_SIZES)
     results: dict[tuple, dict] = {}

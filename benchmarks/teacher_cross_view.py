@@ -17,20 +17,21 @@ import json
 
 import numpy as np
 
-from streampose import pipeline, sources
-from streampose.metrics import pose_metrics
+from streampose import sources
+from streampose.poses.metrics import pose_metrics
+from streampose.sources.samples import sample_clip
+from streampose.stream import stages
 from streampose.teachers import get_teacher
-from streampose.testdata import sample_clip
 
 
 def label_view(view: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """frame index -> (joints3d, visibility) of the one person MediaPipe follows."""
     teacher = get_teacher("mediapipe")
     try:
-        stream = pipeline.frames(sources.videos([str(sample_clip(f"pose2sim-single-cam0{view}"))]))
+        stream = stages.frames(sources.videos([str(sample_clip(f"pose2sim-single-cam0{view}"))]))
         return {
             f.index: (labels.persons[0].joints3d, labels.persons[0].visibility)
-            for _, f, labels in pipeline.labelled(teacher, stream)
+            for _, f, labels in stages.labelled(teacher, stream)
             if labels.persons
         }
     finally:

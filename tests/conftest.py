@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from streampose.errors import SourceError
-from streampose.testdata import sample_clip
+from streampose.sources.samples import sample_clip
 
 
 @pytest.fixture(scope="session")

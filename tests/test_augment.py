@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from streampose.augment import (
+from streampose.poses.skeletons import get_skeleton
+from streampose.stream.augment import (
     IMAGE_MEAN,
     IMAGE_STD,
     AugmentConfig,
@@ -17,7 +18,6 @@ from streampose.augment import (
     normalize_images,
     to_model_inputs,
 )
-from streampose.skeletons import get_skeleton
 
 SKELETON = get_skeleton("blazepose33")
 J = SKELETON.num_joints

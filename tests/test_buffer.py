@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from streampose.buffer import BufferClosedError, ProducerError, RingBuffer
-from streampose.crops import Sample
-from streampose.skeletons import get_skeleton
+from streampose.poses.skeletons import get_skeleton
+from streampose.stream.buffer import BufferClosedError, ProducerError, RingBuffer
+from streampose.stream.crops import Sample
 
 J = get_skeleton("comotion27").num_joints
 S = 8

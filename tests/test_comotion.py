@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from streampose.crops import crop_person
-from streampose.decode import decode_frames
 from streampose.errors import StreamPoseError, TeacherUnavailable
-from streampose.skeletons import get_skeleton
+from streampose.poses.skeletons import get_skeleton
+from streampose.stream.crops import crop_person
+from streampose.stream.decode import decode_frames
 from streampose.teachers import TEACHERS, teacher_class
 from streampose.teachers import comotion as cm
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streampose.crops import Sample, crop_person, person_crops
-from streampose.labels import FrameLabels, PersonLabel
-from streampose.skeletons import get_skeleton
+from streampose.poses.labels import FrameLabels, PersonLabel
+from streampose.poses.skeletons import get_skeleton
+from streampose.stream.crops import Sample, crop_person, person_crops
 
 SKELETON = get_skeleton("blazepose33")
 J = SKELETON.num_joints

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from conftest import transcode
-from streampose.decode import decode_frames, probe
 from streampose.errors import DecodeError
+from streampose.stream.decode import decode_frames, probe
 
 
 def test_decodes_real_vp9_clip_from_memory(sports2d):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from streampose.distributed import shard_of
+from streampose.engine.distributed import shard_of
 from streampose.sources import local_ref
 
 CLIPS = ["pose2sim-single-cam01", "pose2sim-single-cam02", "pose2sim-single-cam03"]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from streampose.cli import main
-from streampose.labels import load_labels
-from streampose.skeletons import get_skeleton
+from streampose.poses.labels import load_labels
+from streampose.poses.skeletons import get_skeleton
 
 
 def run(capsys, *argv):
@@ -99,7 +99,7 @@ def test_render_and_view_write_overlays(sports2d, tmp_path, capsys):
         overlay,
     )
     assert code == 0, err
-    from streampose.decode import decode_frames
+    from streampose.stream.decode import decode_frames
 
     rendered = list(decode_frames(overlay.read_bytes(), "overlay"))
     assert len(rendered) == 12

@@ -14,23 +14,9 @@ import numpy as np
 import onnx
 import pytest
 
-from streampose import pipeline, sources
-from streampose.buffer import RingBuffer
-from streampose.checkpoint import load_checkpoint, save_checkpoint
+from streampose import sources
 from streampose.cli import main
-from streampose.crops import (
-    apply_affine,
-    crop_matrix,
-    crop_person,
-    cut_square,
-    invert_affine,
-    person_crops,
-    square_around,
-)
-from streampose.decode import Frame, decode_frames
-from streampose.export import export_onnx, read_metadata
-from streampose.labels import PersonLabel
-from streampose.predict import (
+from streampose.engine.predict import (
     CPU_AMP_MIN_BATCH,
     OnnxBackend,
     TorchBackend,
@@ -39,9 +25,24 @@ from streampose.predict import (
     crops_per_second,
     parse_box,
 )
-from streampose.skeletons import get_skeleton
-from streampose.student import build_student
-from streampose.train import TrainConfig, train
+from streampose.engine.train import TrainConfig, train
+from streampose.model.checkpoint import load_checkpoint, save_checkpoint
+from streampose.model.export import export_onnx, read_metadata
+from streampose.model.student import build_student
+from streampose.poses.labels import PersonLabel
+from streampose.poses.skeletons import get_skeleton
+from streampose.stream import stages
+from streampose.stream.buffer import RingBuffer
+from streampose.stream.crops import (
+    apply_affine,
+    crop_matrix,
+    crop_person,
+    cut_square,
+    invert_affine,
+    person_crops,
+    square_around,
+)
+from streampose.stream.decode import Frame, decode_frames
 
 SKELETON = get_skeleton("blazepose33")
 CROP = 64
@@ -56,8 +57,8 @@ def labelled_clip(clip, mediapipe_teacher):
     boxes: dict[int, list[np.ndarray]] = {}
 
     def items():
-        frames = pipeline.frames(sources.videos([str(path)]), max_side=MAX_SIDE)
-        for _, frame, labels in pipeline.labelled(mediapipe_teacher, frames):
+        frames = stages.frames(sources.videos([str(path)]), max_side=MAX_SIDE)
+        for _, frame, labels in stages.labelled(mediapipe_teacher, frames):
             boxes[frame.index] = [p.box for p in labels.persons]
             yield frame.image, labels
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from streampose.skeletons import SKELETONS, Skeleton, get_skeleton
+from streampose.poses.skeletons import SKELETONS, Skeleton, get_skeleton
 
 
 @pytest.mark.parametrize("name", sorted(SKELETONS))

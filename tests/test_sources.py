@@ -23,14 +23,14 @@ import httpx
 import pytest
 
 from conftest import transcode
-from streampose import pexels, sources
-from streampose.commons import CommonsSearch, choose_rendition, strip_html
-from streampose.decode import probe
+from streampose import sources
 from streampose.errors import SourceError
-from streampose.http import Http, TransientSourceError, retry_after
-from streampose.pexels import PexelsSearch, choose_file
-from streampose.provenance import ProvenanceLog
-from streampose.sources import SourceFilters, VideoRef, fetch, refs
+from streampose.sources import SourceFilters, VideoRef, fetch, pexels, refs
+from streampose.sources.commons import CommonsSearch, choose_rendition, strip_html
+from streampose.sources.http import Http, TransientSourceError, retry_after
+from streampose.sources.pexels import PexelsSearch, choose_file
+from streampose.sources.provenance import ProvenanceLog
+from streampose.stream.decode import probe
 
 KEY = "test-key-5ecr3t-0123456789"
 SEARCH_KEYS = {"query", "per_page", "page", "orientation", "size", "locale"}

@@ -11,11 +11,11 @@ import threading
 
 import pytest
 
-from streampose.augment import AugmentConfig
-from streampose.buffer import ProducerError, RingBuffer
-from streampose.loader import BatchLoader
-from streampose.producers import ProducerConfig, ProducerPool
 from streampose.sources import refs
+from streampose.stream.augment import AugmentConfig
+from streampose.stream.buffer import ProducerError, RingBuffer
+from streampose.stream.loader import BatchLoader
+from streampose.stream.producers import ProducerConfig, ProducerPool
 from streampose.teachers import get_teacher
 from streampose.teachers.mediapipe import MediaPipeTeacher
 
@@ -103,11 +103,11 @@ AUDIT_SCRIPT = textwrap.dedent(
 
     clip, out = sys.argv[1], sys.argv[2]
     payload = open(clip, "rb").read()
-    from streampose.augment import AugmentConfig
-    from streampose.buffer import RingBuffer
-    from streampose.loader import BatchLoader
-    from streampose.producers import ProducerConfig, ProducerPool
-    from streampose.provenance import ProvenanceLog
+    from streampose.stream.augment import AugmentConfig
+    from streampose.stream.buffer import RingBuffer
+    from streampose.stream.loader import BatchLoader
+    from streampose.stream.producers import ProducerConfig, ProducerPool
+    from streampose.sources.provenance import ProvenanceLog
     from streampose.sources import refs
     from streampose.teachers import get_teacher
     from streampose.teachers.mediapipe import MediaPipeTeacher, _import_mediapipe

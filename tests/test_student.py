@@ -8,8 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from streampose.skeletons import get_skeleton
-from streampose.student import (
+from streampose.model.student import (
     HEAD_MAPS,
     STUDENT_SIZES,
     Student,
@@ -17,6 +16,7 @@ from streampose.student import (
     count_parameters,
     preferred_layout,
 )
+from streampose.poses.skeletons import get_skeleton
 
 
 @pytest.fixture(autouse=True)

@@ -14,15 +14,16 @@ import numpy as np
 import pytest
 import torch
 
-from streampose import pipeline, sources
-from streampose.buffer import RingBuffer
-from streampose.checkpoint import load_checkpoint, save_checkpoint, student_from
+from streampose import sources
 from streampose.cli import main
-from streampose.crops import person_crops
+from streampose.engine.train import TrainConfig, train
 from streampose.errors import StreamPoseError
-from streampose.student import HEAD_MAPS, build_student
+from streampose.model.checkpoint import load_checkpoint, save_checkpoint, student_from
+from streampose.model.student import HEAD_MAPS, build_student
+from streampose.stream import stages
+from streampose.stream.buffer import RingBuffer
+from streampose.stream.crops import person_crops
 from streampose.teachers.mediapipe import MediaPipeTeacher
-from streampose.train import TrainConfig, train
 
 SKELETON = MediaPipeTeacher.skeleton
 CROP = 64
@@ -32,8 +33,8 @@ CROP = 64
 def real_samples(clip, mediapipe_teacher):
     """Crops of two real clips, labelled once by MediaPipe and reused by every test here."""
     specs = [str(clip("pose2sim-single-cam01")), str(clip("sports2d"))]
-    frames = pipeline.frames(sources.videos(specs), stride=2, max_side=640)
-    items = ((f.image, labels) for _, f, labels in pipeline.labelled(mediapipe_teacher, frames))
+    frames = stages.frames(sources.videos(specs), stride=2, max_side=640)
+    items = ((f.image, labels) for _, f, labels in stages.labelled(mediapipe_teacher, frames))
     samples = list(person_crops(items, size=CROP))
     assert len(samples) > 100
     return samples
@@ -106,7 +107,7 @@ def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(real_samples, tmp_
 KILL_SCRIPT = textwrap.dedent(
     """
     import sys, torch
-    from streampose.checkpoint import save_checkpoint
+    from streampose.model.checkpoint import save_checkpoint
     state = {"model": {"w": torch.randn(2000, 500)}, "step": 0}
     step = 0
     while True:

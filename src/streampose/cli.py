@@ -18,15 +18,16 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
-from . import pipeline, sources
-from .buffer import ProducerError
-from .decode import decode_frames, probe
-from .distributed import RankFailure
-from .errors import StreamPoseError
-from .labels import load_labels, save_labels
-from .render import VideoWriter, contact_sheet, overlay_frame, save_png
-from .skeletons import get_skeleton
-from .teachers import TEACHERS, get_teacher
+from streampose import sources
+from streampose.engine.distributed import RankFailure
+from streampose.errors import StreamPoseError
+from streampose.poses.labels import load_labels, save_labels
+from streampose.poses.skeletons import get_skeleton
+from streampose.stream import stages
+from streampose.stream.buffer import ProducerError
+from streampose.stream.decode import decode_frames, probe
+from streampose.teachers import TEACHERS, get_teacher
+from streampose.viz.render import VideoWriter, contact_sheet, overlay_frame, save_png
 
 
 def progress(disable: bool = False, **kwargs) -> tqdm:
@@ -68,7 +69,7 @@ def source_videos(args: argparse.Namespace, specs: list[str]):
         loop=getattr(args, "loop", False),
         filters=sources.SourceFilters(**source_filters(args)),
     )
-    return pipeline.videos(stream, max_bytes=int(args.max_video_mb * 1e6))
+    return stages.videos(stream, max_bytes=int(args.max_video_mb * 1e6))
 
 
 def cmd_label(args: argparse.Namespace) -> None:
@@ -81,11 +82,11 @@ def cmd_label(args: argparse.Namespace) -> None:
     used: list[dict] = []
     bar = progress(unit="frame", desc="label")
     try:
-        stream = pipeline.frames(
+        stream = stages.frames(
             source_videos(args, args.sources), stride=args.stride, max_frames=args.max_frames, max_side=args.max_side
         )
         last_video = None
-        for video, frame, labels in pipeline.labelled(teacher, stream):
+        for video, frame, labels in stages.labelled(teacher, stream):
             if video is not last_video:
                 counts["videos"] += 1
                 last_video = video
@@ -171,7 +172,7 @@ def cmd_view(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, train
+    from streampose.engine.train import TrainConfig, train
 
     cfg = TrainConfig(
         sources=args.source,
@@ -196,8 +197,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from .evaluate import evaluate
-    from .train import pick_device
+    from streampose.engine.evaluate import evaluate
+    from streampose.engine.train import pick_device
 
     with progress(unit="frame", desc="eval") as bar:
         result = evaluate(
@@ -222,8 +223,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from .predict import open_backend, parse_box, predict_video
-    from .train import pick_device
+    from streampose.engine.predict import open_backend, parse_box, predict_video
+    from streampose.engine.train import pick_device
 
     box = parse_box(args.box) if args.box is not None else None
     backend = open_backend(
@@ -248,8 +249,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from .checkpoint import load_checkpoint
-    from .export import export_onnx
+    from streampose.model.checkpoint import load_checkpoint
+    from streampose.model.export import export_onnx
 
     ckpt = load_checkpoint(args.checkpoint)
     if args.skeleton and ckpt["skeleton"] != args.skeleton:

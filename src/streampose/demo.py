@@ -13,13 +13,13 @@ import json
 import sys
 from pathlib import Path
 
-from . import sources
-from .cli import progress
-from .evaluate import evaluate
-from .report import write_report
-from .teachers import teacher_class
-from .testdata import sample_clip
-from .train import TrainConfig, train
+from streampose import sources
+from streampose.cli import progress
+from streampose.engine.evaluate import evaluate
+from streampose.engine.train import TrainConfig, train
+from streampose.sources.samples import sample_clip
+from streampose.teachers import teacher_class
+from streampose.viz.report import write_report
 
 TRAIN_CLIPS = ["sports2d", "pose2sim-single-cam01", "pose2sim-single-cam03"]
 EVALS = {

@@ -41,10 +41,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import StreamPoseError, TeacherUnavailable
-from ..labels import PersonLabel
-from ..skeletons import get_skeleton
-from . import box_of, visible_in_frame
+from streampose.errors import StreamPoseError, TeacherUnavailable
+from streampose.poses.labels import PersonLabel, box_of, visible_in_frame
+from streampose.poses.skeletons import get_skeleton
 
 SKELETON = get_skeleton("comotion27")
 

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import TeacherUnavailable
-from ..labels import PersonLabel
-from ..skeletons import get_skeleton
-from . import box_of, visible_in_frame
+from streampose.errors import TeacherUnavailable
+from streampose.poses.labels import PersonLabel, box_of, visible_in_frame
+from streampose.poses.skeletons import get_skeleton
 
 _MODEL_FILES = {
     0: "pose_landmark_lite.tflite",

@@ -29,8 +29,8 @@ from typing import Protocol
 
 import httpx
 
-from . import __version__
-from .errors import SourceError
+from streampose import __version__
+from streampose.errors import SourceError
 
 USER_AGENT = f"stream-pose/{__version__} (3D pose research tool; https://github.com/stream-pose)"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})

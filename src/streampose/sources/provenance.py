@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import IO
 
-from .sources import Video, VideoRef
+from streampose.sources.base import Video, VideoRef
 
 FILENAME = "provenance.jsonl"
 FIELDS = (

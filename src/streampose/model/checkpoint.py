@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import StreamPoseError
-from .files import atomic_torch_save
-from .skeletons import get_skeleton
-from .student import Student
+from streampose.errors import StreamPoseError
+from streampose.files import atomic_torch_save
+from streampose.model.student import Student
+from streampose.poses.skeletons import get_skeleton
 
 FORMAT = "streampose-checkpoint/1"
 

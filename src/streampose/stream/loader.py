@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .augment import AugmentConfig, augment_batch, to_model_inputs
-from .buffer import RingBuffer
+from streampose.stream.augment import AugmentConfig, augment_batch, to_model_inputs
+from streampose.stream.buffer import RingBuffer
 
 
 class BatchLoader:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from .errors import DecodeError
+from streampose.errors import DecodeError
 
 
 @dataclass

@@ -11,9 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .files import atomic_write  # noqa: E402
-from .render import pose_panel  # noqa: E402
-from .skeletons import Skeleton  # noqa: E402
+from streampose.files import atomic_write  # noqa: E402
+from streampose.poses.skeletons import Skeleton  # noqa: E402
+from streampose.viz.render import pose_panel  # noqa: E402
 
 TEACHER_COLOUR, STUDENT_COLOUR = (90, 220, 90), (255, 70, 70)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .sources import VideoRef
+from streampose.sources import VideoRef
 
 
 class RankFailure(RuntimeError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .skeletons import Skeleton
+from streampose.poses.skeletons import Skeleton
 
 
 def root_align(joints3d: np.ndarray, skeleton: Skeleton) -> np.ndarray:

@@ -30,11 +30,11 @@ import onnx
 import torch
 from torch import nn
 
-from .augment import IMAGE_MEAN, IMAGE_STD
-from .checkpoint import load_checkpoint, student_from
-from .errors import StreamPoseError
-from .files import atomic_write
-from .skeletons import get_skeleton
+from streampose.errors import StreamPoseError
+from streampose.files import atomic_write
+from streampose.model.checkpoint import load_checkpoint, student_from
+from streampose.poses.skeletons import get_skeleton
+from streampose.stream.augment import IMAGE_MEAN, IMAGE_STD
 
 FORMAT = "streampose-student-onnx/1"
 OPSET = 17

@@ -9,11 +9,11 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 
-from .decode import Frame, decode_frames
-from .errors import DecodeError, SourceError
-from .labels import FrameLabels
-from .sources import Video, VideoRef, fetch
-from .teachers import Teacher
+from streampose.errors import DecodeError, SourceError
+from streampose.poses.labels import FrameLabels
+from streampose.sources import Video, VideoRef, fetch
+from streampose.stream.decode import Frame, decode_frames
+from streampose.teachers import Teacher
 
 
 def fetch_or_skip(ref: VideoRef, *, max_bytes: int) -> Video | None:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .errors import StreamPoseError
-from .files import atomic_torch_save
+from streampose.errors import StreamPoseError
+from streampose.files import atomic_torch_save
 
 
 @dataclass
@@ -118,3 +118,21 @@ def load_labels(path) -> tuple[dict, list[FrameLabels]]:
         raise StreamPoseError(f"{path}: not a stream-pose labels file (format {LABELS_FORMAT} expected)")
     header = {k: v for k, v in data.items() if k != "frames"}
     return header, [FrameLabels.from_dict(f) for f in data["frames"]]
+
+
+def visible_in_frame(joints2d: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """1.0 where a 2D joint lies inside a (height, width) frame, else 0.0."""
+    h, w = size
+    x, y = joints2d[:, 0], joints2d[:, 1]
+    return ((x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)).astype(np.float32)
+
+
+def box_of(joints2d: np.ndarray, visibility: np.ndarray, size: tuple[int, int], threshold: float = 0.5) -> np.ndarray:
+    """Tight (x0, y0, x1, y1) box of the visible joints, clipped to the frame."""
+    pts = joints2d[visibility >= threshold]
+    if len(pts) == 0:
+        pts = joints2d
+    h, w = size
+    x0, y0 = np.clip(pts.min(axis=0), 0, [w - 1, h - 1])
+    x1, y1 = np.clip(pts.max(axis=0), 0, [w - 1, h - 1])
+    return np.array([x0, y0, x1, y1], dtype=np.float32)

@@ -15,7 +15,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from .errors import SourceError
+from streampose.errors import SourceError
 
 _WHEELS = {"sports2d": "sports2d==0.8.34", "pose2sim": "pose2sim==0.10.49"}
 

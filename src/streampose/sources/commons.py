@@ -18,10 +18,10 @@ from urllib.parse import quote, urljoin
 
 import httpx
 
-from . import __version__
-from .errors import SourceError
-from .http import Http, retry_after, setting
-from .sources import Page, SourceFilters, VideoRef, short_side
+from streampose import __version__
+from streampose.errors import SourceError
+from streampose.sources.base import Page, SourceFilters, VideoRef, short_side
+from streampose.sources.http import Http, retry_after, setting
 
 API_URL = "https://commons.wikimedia.org"
 PAGE_SIZE = 50

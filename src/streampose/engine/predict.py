@@ -47,21 +47,20 @@ import cv2
 import numpy as np
 import torch
 
-from . import sources
-from .augment import IMAGE_MEAN, IMAGE_STD, normalize_images
-from .checkpoint import load_checkpoint, student_from
-from .crops import MARGIN, apply_affine, cut_square, invert_affine, square_around
-from .decode import Frame, decode_frames, probe
-from .errors import StreamPoseError
-from .export import FORMAT as ONNX_FORMAT
-from .export import INPUT as ONNX_INPUT
-from .export import OUTPUTS, read_metadata
-from .files import atomic_write
-from .labels import PersonLabel
-from .render import VideoWriter, overlay_frame
-from .skeletons import Skeleton, get_skeleton
-from .student import preferred_layout
-from .teachers import box_of
+from streampose import sources
+from streampose.errors import StreamPoseError
+from streampose.files import atomic_write
+from streampose.model.checkpoint import load_checkpoint, student_from
+from streampose.model.export import FORMAT as ONNX_FORMAT
+from streampose.model.export import INPUT as ONNX_INPUT
+from streampose.model.export import OUTPUTS, read_metadata
+from streampose.model.student import preferred_layout
+from streampose.poses.labels import PersonLabel, box_of
+from streampose.poses.skeletons import Skeleton, get_skeleton
+from streampose.stream.augment import IMAGE_MEAN, IMAGE_STD, normalize_images
+from streampose.stream.crops import MARGIN, apply_affine, cut_square, invert_affine, square_around
+from streampose.stream.decode import Frame, decode_frames, probe
+from streampose.viz.render import VideoWriter, overlay_frame
 
 # -- backends ---------------------------------------------------------------------------------------
 

@@ -23,9 +23,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from .errors import SourceError
-from .http import Http, setting
-from .sources import Page, SourceFilters, VideoRef, short_side
+from streampose.errors import SourceError
+from streampose.sources.base import Page, SourceFilters, VideoRef, short_side
+from streampose.sources.http import Http, setting
 
 API_URL = "https://api.pexels.com"
 PER_PAGE = 80

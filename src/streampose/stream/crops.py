@@ -19,7 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from streampose.labels import FrameLabels, PersonLabel
+from streampose.poses.labels import FrameLabels, PersonLabel
 
 # A person whose visible joints span fewer frame pixels than this (one joint, or a person far
 # away) still gets a square this big, so the crop shows some context instead of a magnified blob.

@@ -19,7 +19,7 @@ from collections import deque
 
 import numpy as np
 
-from streampose.crops import Sample
+from streampose.stream.crops import Sample
 
 
 class ProducerError(RuntimeError):

@@ -21,17 +21,17 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 
-from .augment import IMAGE_MEAN, IMAGE_STD, AugmentConfig
-from .buffer import RingBuffer
-from .checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
-from .distributed import init_distributed, params_checksum
-from .errors import StreamPoseError
-from .loader import BatchLoader
-from .producers import ProducerConfig, ProducerPool
-from .provenance import PendingEntries, ProvenanceLog
-from .sources import SourceFilters, refs
-from .student import build_student, preferred_layout
-from .teachers import get_teacher, teacher_class
+from streampose.engine.distributed import init_distributed, params_checksum
+from streampose.errors import StreamPoseError
+from streampose.model.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from streampose.model.student import build_student, preferred_layout
+from streampose.sources import SourceFilters, refs
+from streampose.sources.provenance import PendingEntries, ProvenanceLog
+from streampose.stream.augment import IMAGE_MEAN, IMAGE_STD, AugmentConfig
+from streampose.stream.buffer import RingBuffer
+from streampose.stream.loader import BatchLoader
+from streampose.stream.producers import ProducerConfig, ProducerPool
+from streampose.teachers import get_teacher, teacher_class
 
 
 @dataclass

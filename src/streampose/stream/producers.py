@@ -17,11 +17,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from . import pipeline
-from .buffer import RingBuffer
-from .crops import person_crops
-from .sources import RefStream, Video
-from .teachers import Teacher
+from streampose.sources import RefStream, Video
+from streampose.stream import stages
+from streampose.stream.buffer import RingBuffer
+from streampose.stream.crops import person_crops
+from streampose.teachers import Teacher
 
 
 @dataclass
@@ -105,7 +105,7 @@ class ProducerPool:
         for ref in self.refs:
             if self._stop.is_set():
                 raise _Stopped
-            video = pipeline.fetch_or_skip(ref, max_bytes=self.config.max_video_bytes)
+            video = stages.fetch_or_skip(ref, max_bytes=self.config.max_video_bytes)
             if video is not None:
                 yield video
 
@@ -121,13 +121,13 @@ class ProducerPool:
         teacher = frames = None
         try:
             teacher = self._make_teacher()
-            frames = pipeline.frames(
+            frames = stages.frames(
                 self._videos(), stride=cfg.stride, max_frames=cfg.max_frames, max_side=cfg.max_side, skip_bad=True
             )
-            frames = pipeline.count_frames(frames, self._done_with)
+            frames = stages.count_frames(frames, self._done_with)
 
             def images_and_labels():
-                for _, frame, labels in pipeline.labelled(teacher, frames):
+                for _, frame, labels in stages.labelled(teacher, frames):
                     if self._stop.is_set():
                         raise _Stopped
                     self.buffer.note_frames(1)

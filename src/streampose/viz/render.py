@@ -15,8 +15,8 @@ import av
 import cv2
 import numpy as np
 
-from .labels import PersonLabel
-from .skeletons import Skeleton
+from streampose.poses.labels import PersonLabel
+from streampose.poses.skeletons import Skeleton
 
 SIDE_COLOURS = {"left": (40, 120, 255), "right": (255, 140, 20), "centre": (200, 200, 200)}  # RGB
 

@@ -1,4 +1,4 @@
-"""Video sources: specs in, lazily resolved `VideoRef`s out, video bytes in memory.
+"""Source specs in, lazily resolved `VideoRef`s out.
 
 A spec is one of:
 
@@ -10,157 +10,34 @@ A spec is one of:
 - a file or folder a video file, or every video file under a folder (sorted)
 
 `refs()` turns specs into `VideoRef`s lazily: a search is paged only as far as it is consumed,
-so `--max-videos 5` costs one API request. `fetch()` streams one ref's bytes into memory with a
-size cap and never touches the disk. `expand`, `load` and `videos` keep the older files-and-URLs
-interface for commands that read a fixed list.
+so `--max-videos 5` costs one API request.
 """
 
 from __future__ import annotations
 
+import importlib
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-import httpx
+from streampose.errors import SourceError
+from streampose.sources.base import VIDEO_SUFFIXES, Search, SourceFilters, VideoRef
+from streampose.sources.http import Http, TransientSourceError, default_http
 
-from .errors import SourceError
-from .http import USER_AGENT, Http, TransientSourceError, default_http
-
-__all__ = [
-    "USER_AGENT",
-    "VIDEO_SUFFIXES",
-    "Page",
-    "RefStream",
-    "SourceError",
-    "SourceFilters",
-    "Video",
-    "VideoRef",
-    "expand",
-    "fetch",
-    "load",
-    "refs",
-    "videos",
-]
-
-VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".ogv", ".mpg", ".mpeg"}
-SEARCH_PROVIDERS = ("pexels", "commons")
-ORIENTATIONS = ("landscape", "portrait", "square")
+# provider -> "module:Class" of its `Search`, imported on first use (providers import this package's base).
+SEARCH_PROVIDERS = {
+    "pexels": "streampose.sources.pexels:PexelsSearch",
+    "commons": "streampose.sources.commons:CommonsSearch",
+}
 TRANSIENT_REST_S = 300.0  # a looping search whose provider keeps failing tries again after this
 
 
-@dataclass
-class Video:
-    """One video's bytes and where they came from (kept for provenance, never the bytes)."""
-
-    id: str
-    data: bytes
-    meta: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class VideoRef:
-    """A video not fetched yet: a stable `id` for dedupe and provenance, where to get it, and credits.
-
-    `id` is `pexels:<id>`, `commons:File:<name>`, an absolute file path or a URL. `url` is the
-    download URL or the file path. `meta` holds provider, page_url, licence, licence_url, author,
-    title, width, height, duration... and never secrets.
-    """
-
-    id: str
-    url: str
-    meta: Mapping[str, object] = field(default_factory=dict, compare=False, hash=False)
-
-    @property
-    def provider(self) -> str:
-        return str(self.meta.get("provider", "url"))
-
-
-@dataclass(frozen=True)
-class SourceFilters:
-    """What to ask search providers for. Local files and URLs are not filtered (nothing is known yet).
-
-    `target_height` is the wanted length of the frame's shorter side (the height of a landscape
-    video): providers pick the rendition that fits it, so no bandwidth goes on pixels the
-    pipeline scales away.
-    """
-
-    orientation: str | None = None  # landscape | portrait | square
-    min_duration: float | None = None  # seconds
-    max_duration: float | None = None
-    target_height: int = 480
-
-    def __post_init__(self) -> None:
-        if self.orientation is not None and self.orientation not in ORIENTATIONS:
-            raise SourceError(f"orientation must be one of {', '.join(ORIENTATIONS)}, not {self.orientation!r}")
-        lo, hi = self.min_duration, self.max_duration
-        if (
-            (lo is not None and lo < 0)
-            or (hi is not None and hi < 0)
-            or (lo is not None and hi is not None and lo > hi)
-        ):
-            raise SourceError(f"bad duration range: min {lo}, max {hi}")
-        if self.target_height <= 0:
-            raise SourceError(f"target height must be positive, not {self.target_height}")
-
-    def accepts(self, width: float | None, height: float | None, duration: float | None) -> bool:
-        """Whether a video passes the filters; unknown sizes or durations pass."""
-        if self.orientation and width and height and orientation_of(width, height) != self.orientation:
-            return False
-        if duration is not None:
-            if self.min_duration is not None and duration < self.min_duration:
-                return False
-            if self.max_duration is not None and duration > self.max_duration:
-                return False
-        return True
-
-
-def orientation_of(width: float, height: float) -> str:
-    """landscape, portrait or square (within 5 %)."""
-    if abs(width - height) <= 0.05 * max(width, height):
-        return "square"
-    return "landscape" if width > height else "portrait"
-
-
-def short_side(width: int, height: int) -> int:
-    return min(width, height)
-
-
-# -- search providers ------------------------------------------------------------------------------
-
-
-@dataclass
-class Page:
-    """One page of search results, already filtered and with a rendition chosen per video."""
-
-    refs: list[VideoRef]
-    next: object | None  # the provider's token for the next page; None on the last page
-    found: int  # results on this page before filtering
-    total: int | None = None  # results the provider reports for the whole search
-
-
-class Search(Protocol):
-    """A provider's search for one query (see pexels.PexelsSearch, commons.CommonsSearch)."""
-
-    spec: str  # e.g. "pexels:people walking", used in messages
-    query: str
-
-    def page(self, token: object | None) -> Page:
-        """The first page (token None) or the page a previous `Page.next` points at."""
-        ...
-
-
 def _make_search(provider: str, query: str, http: Http, filters: SourceFilters) -> Search:
-    if provider == "pexels":
-        from .pexels import PexelsSearch
-
-        return PexelsSearch(query, http=http, filters=filters)
-    from .commons import CommonsSearch
-
-    return CommonsSearch(query, http=http, filters=filters)
+    module, cls = SEARCH_PROVIDERS[provider].split(":")
+    return getattr(importlib.import_module(module), cls)(query, http=http, filters=filters)
 
 
 # -- spec parsing ----------------------------------------------------------------------------------
@@ -444,84 +321,3 @@ def refs(
     if not streams:
         raise SourceError("no video sources given")
     return RefStream(_schedule(streams, max_videos, http), http)
-
-
-# -- fetching --------------------------------------------------------------------------------------
-
-_NOT_VIDEO_TYPES = ("text/", "image/", "application/json", "application/xml", "application/xhtml")
-_NOT_VIDEO_STARTS = (b"<", b"{")  # HTML, XML, JSON: an error or login page; no video container starts so
-
-
-def _check_video_headers(what: str) -> Callable[[httpx.Response], None]:
-    def check(response: httpx.Response) -> None:
-        kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind.startswith(_NOT_VIDEO_TYPES) or kind.endswith(("+json", "+xml", "/html")):
-            raise SourceError(f"{what}: the server sent {kind}, not a video (an error or login page?)")
-
-    return check
-
-
-def _check_video_bytes(data: bytes, what: str) -> None:
-    head = data[:256].lstrip()
-    if not head:
-        raise SourceError(f"{what}: the server sent an empty body, not a video")
-    if head.startswith(_NOT_VIDEO_STARTS):
-        raise SourceError(f"{what}: the server sent a text page (HTML/JSON), not a video")
-
-
-def _download_policy(ref: VideoRef) -> tuple[dict[str, str], threading.Lock | None]:
-    """Extra headers and a lock for one provider's downloads (Wikimedia asks for serial requests)."""
-    if ref.provider == "commons":
-        from . import commons
-
-        return {"User-Agent": commons.user_agent()}, commons.REQUEST_LOCK
-    return {}, None
-
-
-def fetch(ref: VideoRef, *, max_bytes: int, client: Http | None = None) -> Video:
-    """Bytes of one ref in memory. Any failure raises SourceError naming the video; callers skip it.
-
-    Failures: over `max_bytes`, a non-video response (an HTML error page), an HTTP error, a
-    truncated body or a timeout (both retried first), an unreadable file.
-    """
-    what = ref.id if ref.id == ref.url else f"{ref.id} ({ref.url})"
-    if ref.provider == "file":
-        data = _read_file(Path(ref.url), what, max_bytes)
-    else:
-        http = client or default_http()
-        headers, lock = _download_policy(ref)
-        check = _check_video_headers(what)
-        if lock is None:
-            data = http.download(ref.url, what=what, max_bytes=max_bytes, headers=headers, check=check)
-        else:
-            with lock:
-                data = http.download(ref.url, what=what, max_bytes=max_bytes, headers=headers, check=check)
-        _check_video_bytes(data, what)
-    return Video(ref.id, data, {**ref.meta, "bytes": len(data)})
-
-
-def _read_file(path: Path, what: str, max_bytes: int | None) -> bytes:
-    try:
-        size = path.stat().st_size
-        if max_bytes is not None and size > max_bytes:
-            raise SourceError(f"{what}: {size / 1e6:.1f} MB is over the {max_bytes / 1e6:.1f} MB limit")
-        return path.read_bytes()
-    except OSError as e:
-        raise SourceError(f"{what}: {e.strerror}") from None
-
-
-# -- the fixed-list interface ----------------------------------------------------------------------
-
-
-def load(spec: str, *, max_bytes: int = 500_000_000) -> Video:
-    """Bytes of one single-video spec (a file path or a URL)."""
-    if _is_url(spec):
-        return fetch(local_ref(spec), max_bytes=max_bytes)
-    ref = local_ref(spec)
-    return Video(ref.id, _read_file(Path(ref.url), spec, None), dict(ref.meta))
-
-
-def videos(specs: Iterable[str], *, max_bytes: int = 500_000_000) -> Iterator[Video]:
-    """Pipeline stage: specs -> videos in memory, one at a time so memory stays bounded."""
-    for spec in expand(specs):
-        yield load(spec, max_bytes=max_bytes)

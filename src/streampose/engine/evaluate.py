@@ -14,13 +14,14 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
-from . import pipeline, sources
-from .augment import normalize_images
-from .checkpoint import load_checkpoint, student_from
-from .crops import person_crops
-from .metrics import pose_metrics
-from .student import preferred_layout
-from .teachers import get_teacher, teacher_class
+from streampose import sources
+from streampose.model.checkpoint import load_checkpoint, student_from
+from streampose.model.student import preferred_layout
+from streampose.poses.metrics import pose_metrics
+from streampose.stream import stages
+from streampose.stream.augment import normalize_images
+from streampose.stream.crops import person_crops
+from streampose.teachers import get_teacher, teacher_class
 
 
 @torch.no_grad()
@@ -63,8 +64,8 @@ def evaluate(
 
     labeller = get_teacher(teacher_name)
     try:
-        stream = pipeline.frames(videos, stride=stride, max_frames=max_frames, max_side=max_side)
-        samples = list(person_crops(counted(pipeline.labelled(labeller, stream)), size=crop_size))
+        stream = stages.frames(videos, stride=stride, max_frames=max_frames, max_side=max_side)
+        samples = list(person_crops(counted(stages.labelled(labeller, stream)), size=crop_size))
     finally:
         labeller.close()
     if not samples:
