@@ -11,9 +11,10 @@ import threading
 
 import pytest
 
+from streampose.errors import ProducerError
 from streampose.sources import refs
 from streampose.stream.augment import AugmentConfig
-from streampose.stream.buffer import ProducerError, RingBuffer
+from streampose.stream.buffer import RingBuffer
 from streampose.stream.loader import BatchLoader
 from streampose.stream.producers import ProducerConfig, ProducerPool
 from streampose.teachers import get_teacher

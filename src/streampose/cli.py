@@ -19,12 +19,10 @@ import cv2
 from tqdm import tqdm
 
 from streampose import sources
-from streampose.engine.distributed import RankFailure
-from streampose.errors import StreamPoseError
+from streampose.errors import ReportedError, StreamPoseError
 from streampose.poses.labels import load_labels, save_labels
 from streampose.poses.skeletons import get_skeleton
 from streampose.stream import stages
-from streampose.stream.buffer import ProducerError
 from streampose.stream.decode import decode_frames, probe
 from streampose.teachers import TEACHERS, get_teacher
 from streampose.viz.render import VideoWriter, contact_sheet, overlay_frame, save_png
@@ -369,15 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     try:
         code = args.func(args)
-    except StreamPoseError as e:
+    except ReportedError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    except ProducerError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2 if isinstance(e.__cause__, StreamPoseError) else 1
-    except RankFailure as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
