@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
-from streampose import sources
+from streampose import __version__, sources
 from streampose.errors import ReportedError, StreamPoseError
 from streampose.poses.labels import load_labels, save_labels
 from streampose.poses.skeletons import get_skeleton
@@ -261,6 +261,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streampose", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("label", help="label videos with a teacher")
