@@ -251,6 +251,11 @@ class CoMotionTeacher:
 
     name = "comotion"
     skeleton = SKELETON
+    licence = "Apple ML Research Model License (weights), Apple Sample Code License (code); SMPL: non-commercial"
+    terms = (
+        "research only: CoMotion's weights licence (non-commercial research, derivatives included) covers a student "
+        "trained on its labels"
+    )
 
     def __init__(
         self,
