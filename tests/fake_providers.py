@@ -231,7 +231,9 @@ def _handler(fake: FakeProviders) -> type[BaseHTTPRequestHandler]:
                 pass
 
         def fault(self, action: object) -> bool:
-            """Serve a scripted fault; False lets the normal answer through (after a delay)."""
+            """Serve a scripted fault; False lets the normal answer through (None: at once)."""
+            if action is None:
+                return False
             if action == "slow":
                 fake.release.wait(3)
                 return False
