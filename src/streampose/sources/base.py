@@ -118,6 +118,7 @@ class Search(Protocol):
     ranks of a distributed run can each take their own pages without paging the others'.
     """
 
+    provider: str  # its provider's name in PROVIDERS
     spec: str  # e.g. "pexels:people walking", used in messages
     query: str
 
@@ -155,10 +156,10 @@ _loaded: dict[str, Provider] = {}
 _loaded_lock = threading.Lock()
 
 
-def provider(name: str) -> Provider | None:
-    """The registered provider called `name`, or None (local files and plain URLs have none)."""
+def provider(name: str) -> Provider:
+    """The registered provider called `name` (local files and plain URLs have none: see PROVIDERS)."""
     if name not in PROVIDERS:
-        return None
+        raise SourceError(f"no video provider called {name!r}; known: {', '.join(PROVIDERS)}")
     with _loaded_lock:
         if name not in _loaded:
             module, attribute = PROVIDERS[name].split(":")

@@ -130,6 +130,8 @@ def _flag(value: str) -> bool | None:
 class CommonsSearch:
     """One Commons search for video files, `PAGE_SIZE` files a page (see sources.Search)."""
 
+    provider = "commons"
+
     def __init__(
         self, query: str, *, http: Http, filters: SourceFilters | None = None, base_url: str | None = None
     ) -> None:

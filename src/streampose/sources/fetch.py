@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 
 from streampose.errors import SourceError
-from streampose.sources.base import Video, VideoRef, provider
+from streampose.sources.base import PROVIDERS, Video, VideoRef, provider
 from streampose.sources.http import Http, default_http
 from streampose.sources.refs import _is_url, expand, local_ref
 
@@ -48,7 +48,7 @@ def fetch(ref: VideoRef, *, max_bytes: int, client: Http | None = None) -> Video
         data = _read_file(Path(ref.url), what, max_bytes)
     else:
         http = client or default_http()
-        source = provider(ref.provider)
+        source = provider(ref.provider) if ref.provider in PROVIDERS else None
         headers = source.download_headers() if source is not None else {}
         with source.download_slot() if source is not None else nullcontext():
             data = http.download(

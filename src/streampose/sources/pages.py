@@ -46,7 +46,7 @@ class PageCache:
             if hit is not None and self._clock() - hit[0] < self.ttl:
                 self._pages.move_to_end(key)
                 return hit[1]
-        self._space(search.spec.partition(":")[0], http)
+        self._space(search.provider, http)
         page = search.page(index)
         with self._lock:
             self.requests += 1
@@ -58,9 +58,8 @@ class PageCache:
 
     def _space(self, name: str, http: Http) -> None:
         """Wait until the provider's least interval since its previous request has passed."""
-        source = provider(name)
         configured = os.environ.get("STREAMPOSE_SEARCH_INTERVAL")
-        interval = float(configured) if configured else (source.search_interval if source else 0.0)
+        interval = float(configured) if configured else provider(name).search_interval
         with self._lock:
             last = self._last_request.get(name)
             wait = 0.0 if last is None else last + interval - self._clock()

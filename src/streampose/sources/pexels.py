@@ -139,12 +139,9 @@ class Quota:
 
     def after_response(self, response: httpx.Response) -> tuple[float, str] | None:
         with self._lock:
-            remaining = _header_int(response, "x-ratelimit-remaining")
-            if response.status_code == 429 and not remaining:
-                if remaining == 0:  # the monthly quota, said on the 429 itself
-                    self.remaining, self.reset = 0, float(response.headers.get("x-ratelimit-reset") or 0) or None
-                    return None if self.reset is None else (1.0, "monthly quota used up")
+            if response.status_code == 429:  # it carries no rate headers: the hourly limit
                 return self._hourly_wait(), "HTTP 429 Too Many Requests (the hourly limit)"
+            remaining = _header_int(response, "x-ratelimit-remaining")
             if response.is_success:
                 self.hourly_hits = 0
                 if remaining is not None:
@@ -176,9 +173,9 @@ class Quota:
 QUOTA = Quota()
 
 
-def _sized(f: dict) -> bool:
-    return all(isinstance(f.get(k), int | float) and not isinstance(f.get(k), bool) and f[k] > 0
-               for k in ("width", "height"))  # fmt: skip
+def _positive(value: object) -> bool:
+    """A usable size or rate: the API sends null (HLS), integers, and floats (`fps: 29.97`)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
 
 def choose_file(files: list[dict], target: int) -> dict | None:
@@ -195,7 +192,8 @@ def choose_file(files: list[dict], target: int) -> dict | None:
         and str(f.get("file_type") or "").lower() == "video/mp4"
         and f.get("quality") != "hls"
         and not urlsplit(str(f["link"])).path.lower().endswith(".m3u8")
-        and _sized(f)
+        and _positive(f.get("width"))
+        and _positive(f.get("height"))
     ]
     if not usable:
         return None
@@ -212,12 +210,10 @@ def _title(page_url: str | None, video_id: object) -> str:
     return words or f"Pexels video {video_id}"
 
 
-def _fps(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else None
-
-
 class PexelsSearch:
     """One Pexels video search, paged on demand (see sources.Search)."""
+
+    provider = "pexels"
 
     def __init__(
         self,
@@ -298,7 +294,7 @@ class PexelsSearch:
             "title": _title(video.get("url"), video["id"]),
             "width": chosen["width"],
             "height": chosen["height"],
-            "fps": _fps(chosen.get("fps")),
+            "fps": float(chosen["fps"]) if _positive(chosen.get("fps")) else None,
             "rendition": f"{chosen.get('quality') or 'mp4'} {chosen['width']}x{chosen['height']}",
             "duration": duration,
             "source_width": width,

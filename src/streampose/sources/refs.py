@@ -181,12 +181,12 @@ def _search_refs(
                 raise SourceError(f"{search.spec}: no videos found for {search.query!r}")
             found += page.found
             filtered += page.found - len(page.refs)
-            split = keep is not None and (shard is None or index == 0)
+            split = keep if shard is None or index == 0 else None  # a later page of a shard is all ours
             for ref in page.refs:
                 if ref.id in seen:
                     used += 1
                     continue
-                if split and not keep(ref):  # type: ignore[misc]
+                if split is not None and not split(ref):
                     elsewhere += 1  # another rank's share
                     continue
                 seen.add(ref.id)
@@ -314,7 +314,7 @@ def refs(
         name, query = search
         stream = _Stream(spec, iter(()))
         stream.items = _search_refs(
-            provider(name).search(query, http=http, filters=filters),  # type: ignore[union-attr]
+            provider(name).search(query, http=http, filters=filters),
             stream,
             loop=loop,
             seen=seen,
