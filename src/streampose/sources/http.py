@@ -7,7 +7,9 @@ one connection pool and one retry policy:
 - separate connect and read timeouts, so a dead host fails fast and a stalled body fails too;
 - bounded retries on 5xx, 429, timeouts and dropped connections, with capped exponential backoff
   plus jitter (so parallel producers do not retry in lock step), and `Retry-After` honoured;
-- a per-request `RateHook` for provider bookkeeping (Pexels' quota headers, Commons' `maxlag`).
+- a per-request `RateHook` for provider bookkeeping (Pexels' quota headers, Commons' `maxlag`);
+  the waits a hook asks for (an hourly limit, a lagging database) do not use up the retries,
+  up to `MAX_HINTED_WAITS` of them.
 
 Sleeping goes through `sleep` and every wait is capped by `max_wait`, so tests inject a recorder
 instead of waiting and a server asking for an absurd delay gives a clear error, not a hang.

@@ -133,7 +133,7 @@ class Quota:
             if wait > RESET_WAIT_S:
                 raise SourceError(
                     f"Pexels' monthly quota of {self.limit or '?'} requests is used up; it renews on "
-                    f"{_when(self.reset)}, in {wait / 86400:.1f} days (other sources still work)"
+                    f"{_when(self.reset)}, in {wait / 86400:.1f} days (commons: sources need no quota)"
                 )
             return wait + 1.0  # a second's margin for clock skew
 

@@ -3,7 +3,7 @@
 A spec is one of:
 
 - `pexels:QUERY`   Pexels video search (needs PEXELS_API_KEY; see pexels.py for its terms notice)
-- `commons:QUERY`  Wikimedia Commons video search (free licences, attribution recorded)
+- `commons:QUERY`  Wikimedia Commons video search (needs STREAMPOSE_CONTACT; free licences, attribution recorded)
 - `https://...`    one video by URL
 - `@list.txt`      one spec per line; blank lines and lines starting with `#` are skipped, and
                    relative paths are relative to the list file
