@@ -59,8 +59,9 @@ class FakeProviders:
         self.split_props = False  # Commons: each batch's imageinfo comes in two responses
         # Pexels' headers are the monthly quota; Reset is the month's rollover, weeks away.
         self.limit, self.remaining, self.reset = MONTH_LIMIT, MONTH_LIMIT - 1, time.time() + 20 * 86400
-        self.file_delay = 0.0  # seconds each download takes (to see concurrency)
-        self.downloading = self.most_downloading = 0
+        self.delay: dict[str, float] = {}  # "search" | "api" | "file" -> seconds each answer takes
+        self.busy: dict[str, int] = defaultdict(int)  # requests being answered now, by kind
+        self.most: dict[str, int] = defaultdict(int)  # the most answered at once, by kind
         self._count_lock = threading.Lock()
         self.release = threading.Event()  # ends "slow" responses at teardown
         server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -220,15 +221,27 @@ def _handler(fake: FakeProviders) -> type[BaseHTTPRequestHandler]:
                     route = "api"
                 else:
                     route = parts.path.rsplit("/", 1)[-1].split("-")[0]
-                if fake.faults[route] and self.fault(fake.faults[route].pop(0)):
-                    return
-                if route == "search":
-                    return self.pexels_search(parts.path, params)
-                if route == "api":
-                    return self.commons_api(params)
-                return self.file(parts.path)
+                kind = route if route in ("search", "api") else "file"
+                with fake._count_lock:
+                    fake.busy[kind] += 1
+                    fake.most[kind] = max(fake.most[kind], fake.busy[kind])
+                try:
+                    time.sleep(fake.delay.get(kind, 0.0))
+                    self.answer(route, parts.path, params)
+                finally:
+                    with fake._count_lock:
+                        fake.busy[kind] -= 1
             except (BrokenPipeError, ConnectionResetError):
                 pass
+
+        def answer(self, route: str, path: str, params: dict[str, str]) -> None:
+            if fake.faults[route] and self.fault(fake.faults[route].pop(0)):
+                return
+            if route == "search":
+                return self.pexels_search(path, params)
+            if route == "api":
+                return self.commons_api(params)
+            return self.file(path)
 
         def fault(self, action: object) -> bool:
             """Serve a scripted fault; False lets the normal answer through (None: at once)."""
@@ -313,18 +326,6 @@ def _handler(fake: FakeProviders) -> type[BaseHTTPRequestHandler]:
             self.send_json(data)
 
         def file(self, path: str) -> None:
-            with fake._count_lock:
-                fake.downloading += 1
-                fake.most_downloading = max(fake.most_downloading, fake.downloading)
-            try:
-                if fake.file_delay:
-                    time.sleep(fake.file_delay)
-                self.serve_file(path)
-            finally:
-                with fake._count_lock:
-                    fake.downloading -= 1
-
-        def serve_file(self, path: str) -> None:
             name = path.rsplit("/", 1)[-1]
             body = fake.webm if "/commons-" in path else fake.mp4
             kind = "video/webm" if "/commons-" in path else "video/mp4"

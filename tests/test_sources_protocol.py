@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -20,6 +21,7 @@ from fake_providers import KEY, MONTH_LIMIT, no_key
 from streampose.cli import build_parser, main
 from streampose.errors import SourceError
 from streampose.sources import SourceFilters, VideoRef, fetch, refs
+from streampose.sources.commons import CommonsSearch
 from streampose.sources.http import Http
 from streampose.sources.pages import PAGES, TTL_S
 from streampose.sources.pexels import TERM, require_pexels_permission
@@ -253,12 +255,24 @@ threads = [threading.Thread(target=get, args=(i,)) for i in range(3)]
 
 
 def test_commons_downloads_two_at_a_time_across_processes(fake, tmp_path):
-    fake.file_delay = 0.4
+    fake.delay["file"] = 0.4
     env = dict(os.environ, PYTHONPATH=str(SRC))
     procs = [subprocess.Popen([sys.executable, "-c", DOWNLOADER, fake.url], env=env) for _ in range(2)]
     assert [p.wait(60) for p in procs] == [0, 0]
-    assert len(fake.requests("/files/")) == 6 and fake.most_downloading == 2
+    assert len(fake.requests("/files/")) == 6 and fake.most["file"] == 2
     assert all("tester@example.org" in h["User-Agent"] for _, _, h in fake.requests("/files/"))
+
+
+def test_commons_api_requests_in_series(fake, http):
+    fake.delay["api"] = 0.2
+    fake.add_commons("dance", 200)
+    searches = [CommonsSearch(q, http=http) for q in ("people walking", "dance")]
+    threads = [threading.Thread(target=s.page, args=(i,)) for s in searches for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(fake.requests("/w/api.php")) == 4 and fake.most["api"] == 1
 
 
 def test_provenance_keeps_attribution_terms_and_rendition(fake, http, tmp_path):
