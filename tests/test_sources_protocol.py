@@ -26,6 +26,7 @@ from streampose.sources.http import Http
 from streampose.sources.pages import PAGES, TTL_S
 from streampose.sources.pexels import TERM, require_pexels_permission
 from streampose.sources.provenance import ProvenanceLog
+from streampose.sources.slots import FileSlots
 from test_layout import import_graph
 
 pytest_plugins = ["fake_providers"]  # the server and its fixtures
@@ -261,6 +262,35 @@ def test_commons_downloads_two_at_a_time_across_processes(fake, tmp_path):
     assert [p.wait(60) for p in procs] == [0, 0]
     assert len(fake.requests("/files/")) == 6 and fake.most["file"] == 2
     assert all("tester@example.org" in h["User-Agent"] for _, _, h in fake.requests("/files/"))
+
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from streampose.sources.slots import FileSlots
+with FileSlots("x", 1, Path(sys.argv[1])).hold():
+    print("holding", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_killed_holder_frees_its_slot(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], env=env, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "holding"
+    got = threading.Event()
+
+    def take() -> None:
+        with FileSlots("x", 1, tmp_path).hold():
+            got.set()
+
+    waiter = threading.Thread(target=take)
+    waiter.start()
+    assert not got.wait(0.5)  # the slot is taken
+    holder.kill()  # kill -9: no cleanup runs in the holder
+    holder.wait(10)
+    assert got.wait(5)  # the kernel freed the slot with the process
+    waiter.join(5)
 
 
 def test_commons_api_requests_in_series(fake, http):
