@@ -321,7 +321,8 @@ def test_provenance_keeps_attribution_terms_and_rendition(fake, http, tmp_path):
 # -- Pexels' terms at the point of choice --------------------------------------------------------
 
 
-def test_training_or_evaluating_on_pexels_needs_the_affirmation(tmp_path, capsys):
+def test_training_or_evaluating_on_pexels_needs_the_affirmation(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "list.txt").write_text("commons:dance\npexels:dance\n")
     for specs in (["pexels:dance"], [f"@{tmp_path / 'list.txt'}"]):
         with pytest.raises(SourceError, match=r"Pexels' terms forbid .* --pexels-permission"):
@@ -331,11 +332,12 @@ def test_training_or_evaluating_on_pexels_needs_the_affirmation(tmp_path, capsys
 
     for argv in (
         ["eval", "--checkpoint", str(tmp_path / "none.pt"), "pexels:dance"],
-        ["train", "--source", "pexels:dance"],
+        ["train", "--source", "pexels:dance", "--out", str(tmp_path / "run")],
     ):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and TERM in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["list.txt"]  # refused before writing anything
     parsed = build_parser().parse_args(["eval", "--checkpoint", "c.pt", "pexels:x", "--pexels-permission"])
     assert parsed.pexels_permission
     with pytest.raises(SystemExit):
