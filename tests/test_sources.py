@@ -1,9 +1,10 @@
 """Video sources against a local server that speaks the Pexels and Commons protocols.
 
-The server is stdlib `ThreadingHTTPServer` on 127.0.0.1: same paths, parameters, headers and
-JSON fields as the real APIs (see shared/notes/sources.md), serving real clip bytes for
-downloads. The clients run unmodified; only the base URLs point at the server, and sleeping is
-injected (`Http(sleep=...)`) so backoffs and rate-limit waits are recorded instead of waited.
+The server (fake_providers.py) is stdlib `ThreadingHTTPServer` on 127.0.0.1: same paths,
+parameters, headers and JSON fields as the real APIs (see shared/notes/sources.md), serving real
+clip bytes for downloads. The clients run unmodified; only the base URLs point at the server, and
+sleeping is injected (`Http(sleep=...)`) so backoffs and rate-limit waits are recorded instead of
+waited. The providers' odd shapes and etiquette are tested in test_sources_protocol.py.
 """
 
 from __future__ import annotations
@@ -15,321 +16,22 @@ import subprocess
 import sys
 import threading
 import time
-from collections import defaultdict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
 
-from conftest import transcode
+from fake_providers import KEY, FakeProviders, no_key
 from streampose import sources
 from streampose.errors import SourceError
-from streampose.sources import SourceFilters, VideoRef, fetch, pexels, refs
+from streampose.sources import SourceFilters, VideoRef, fetch, refs
 from streampose.sources.commons import CommonsSearch, choose_rendition, strip_html
 from streampose.sources.http import Http, TransientSourceError, retry_after
+from streampose.sources.pages import PAGES
 from streampose.sources.pexels import PexelsSearch, choose_file
 from streampose.sources.provenance import ProvenanceLog
 from streampose.stream.decode import probe
 
-KEY = "test-key-5ecr3t-0123456789"
-SEARCH_KEYS = {"query", "per_page", "page", "orientation", "size", "locale"}
-COMMONS_PARAMS = {
-    "action": "query",
-    "generator": "search",
-    "gsrnamespace": "6",
-    "gsrlimit": "50",
-    "prop": "imageinfo|videoinfo",
-    "iiprop": "url|size|mime|extmetadata",
-    "viprop": "derivatives",
-    "format": "json",
-    "formatversion": "2",
-    "maxlag": "5",
-}
-
-
-# -- the fake provider server ----------------------------------------------------------------------
-
-
-class FakeProviders:
-    """Pexels API, Commons API and a file host on one port, with scripted faults per route."""
-
-    def __init__(self, mp4: bytes, webm: bytes) -> None:
-        self.mp4, self.webm = mp4, webm
-        self.log: list[tuple[str, dict[str, str], dict[str, str]]] = []
-        self.faults: dict[str, list[object]] = defaultdict(list)  # route -> actions, consumed in order
-        self.pexels: dict[str, list[dict]] = {}
-        self.commons: dict[str, list[dict]] = {}
-        self.remaining, self.reset = 199, time.time() + 3600
-        self.release = threading.Event()  # ends "slow" responses at teardown
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        server.daemon_threads = True
-        self.server = server
-        self.url = f"http://127.0.0.1:{server.server_address[1]}"
-        self.thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-    def requests(self, prefix: str) -> list[tuple[str, dict[str, str], dict[str, str]]]:
-        return [r for r in self.log if r[0].startswith(prefix)]
-
-    # -- catalogue -------------------------------------------------------------------------------
-
-    def add_pexels(self, query: str, count: int, first_id: int = 1000) -> None:
-        self.pexels.setdefault(query, []).extend(self.pexels_video(first_id + i) for i in range(count))
-
-    def pexels_video(self, vid: int) -> dict:
-        link = f"{self.url}/files/pexels-{vid}"
-        files = [
-            {"id": vid * 10 + 1, "quality": "hls", "file_type": "video/mp4", "width": None, "height": None,
-             "fps": None, "link": f"{link}-hls.m3u8"},
-            {"id": vid * 10 + 2, "quality": "uhd", "file_type": "video/mp4", "width": 3840, "height": 2160,
-             "fps": 25, "link": f"{link}-2160.mp4"},
-            {"id": vid * 10 + 3, "quality": "sd", "file_type": "video/mp4", "width": 640, "height": 360,
-             "fps": 25, "link": f"{link}-360.mp4"},
-            {"id": vid * 10 + 4, "quality": "sd", "file_type": "video/mp4", "width": 960, "height": 540,
-             "fps": 25, "link": f"{link}-540.mp4"},
-            {"id": vid * 10 + 5, "quality": "hd", "file_type": "video/mp4", "width": 1280, "height": 720,
-             "fps": 25, "link": f"{link}-720.mp4"},
-        ]  # fmt: skip
-        return {
-            "id": vid,
-            "width": 3840,
-            "height": 2160,
-            "url": f"https://www.pexels.com/video/people-walking-in-a-park-{vid}/",
-            "image": f"https://images.pexels.com/videos/{vid}/poster.jpeg",
-            "duration": 5 + vid % 20,
-            "user": {"id": 7, "name": "Jane Filmer", "url": "https://www.pexels.com/@jane"},
-            "video_files": files,
-            "video_pictures": [{"id": 1, "picture": f"https://images.pexels.com/videos/{vid}/p0.jpeg", "nr": 0}],
-        }
-
-    def add_commons(self, query: str, count: int) -> None:
-        self.commons.setdefault(query, []).extend(self.commons_page(i) for i in range(count))
-
-    def commons_page(self, i: int) -> dict:
-        name = f"Walking person {i}.webm"
-        base = f"{self.url}/files/commons-{i}"
-        derivative = {"src": f"{base}.webm", "type": 'video/webm; codecs="vp9"', "width": 1920, "height": 1080}
-        transcodes = [
-            ("240p.vp9.webm", 426, 240, 'video/webm; codecs="vp9, opus"'),
-            ("480p.vp9.webm", 854, 480, 'video/webm; codecs="vp9, opus"'),
-            ("480p.webm", 854, 480, 'video/webm; codecs="vp8, vorbis"'),
-            ("720p.vp9.webm", 1280, 720, 'video/webm; codecs="vp9, opus"'),
-            ("144p.mjpeg.mov", 256, 144, "video/quicktime"),
-        ]
-        derivatives = [derivative] + [
-            {"src": f"{base}.webm/{name}.{k}", "type": t, "transcodekey": k, "width": w, "height": h}
-            for k, w, h, t in transcodes
-        ]
-        ext = {
-            "ObjectName": {"value": f"Walking person {i}", "source": "mediawiki-metadata"},
-            "LicenseShortName": {"value": "CC BY-SA 4.0", "source": "commons-desc-page"},
-            "LicenseUrl": {"value": "https://creativecommons.org/licenses/by-sa/4.0", "source": "commons-desc-page"},
-            "Artist": {"value": '<a href="//commons.wikimedia.org/wiki/User:Jo">Jo &amp; Ann</a>', "source": "x"},
-        }
-        info = {
-            "size": 123456,
-            "width": 1920,
-            "height": 1080,
-            "duration": 12.5,
-            "url": f"{base}.webm",
-            "descriptionurl": f"https://commons.wikimedia.org/wiki/File:Walking_person_{i}.webm",
-            "mime": "video/webm",
-            "extmetadata": ext,
-        }
-        return {"pageid": 5000 + i, "ns": 6, "title": f"File:{name}", "imageinfo": [info],
-                "videoinfo": [{"derivatives": derivatives}]}  # fmt: skip
-
-
-def _handler(fake: FakeProviders) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def send(self, status: int, body: bytes, kind: str = "application/json", headers: dict | None = None) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, str(v))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def send_json(self, data: object, status: int = 200, headers: dict | None = None) -> None:
-            self.send(status, json.dumps(data).encode(), headers=headers)
-
-        def do_GET(self) -> None:
-            parts = urlsplit(self.path)
-            params = {k: v[0] for k, v in parse_qs(parts.query).items()}
-            fake.log.append((parts.path, params, dict(self.headers)))
-            try:
-                if self.headers.get("User-Agent", "").startswith("python-httpx/"):
-                    # The Pexels front end since late 2024: default library agents are refused.
-                    return self.send_json({"error": "Forbidden"}, 403)
-                if parts.path.endswith("/videos/search"):
-                    route = "search"
-                elif parts.path == "/w/api.php":
-                    route = "api"
-                else:
-                    route = parts.path.rsplit("/", 1)[-1].split("-")[0]
-                if fake.faults[route] and self.fault(fake.faults[route].pop(0)):
-                    return
-                if route == "search":
-                    return self.pexels_search(parts.path, params)
-                if route == "api":
-                    return self.commons_api(params)
-                return self.file(parts.path)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-
-        def fault(self, action: object) -> bool:
-            """Serve a scripted fault; False lets the normal answer through (after a delay)."""
-            if action == "slow":
-                fake.release.wait(3)
-                return False
-            if action == "maxlag":
-                error = {"code": "maxlag", "info": "Waiting for db1234: 7 seconds lagged.", "lag": 7}
-                self.send_json({"error": error}, headers={"Retry-After": 5, "X-Database-Lag": 7})
-                return True
-            if isinstance(action, tuple):  # (status, headers)
-                self.send_json({"status": action[0]}, action[0], headers=action[1])
-                return True
-            self.send_json({"status": action, "error": "scripted"}, int(action))  # no rate headers
-            return True
-
-        def pexels_search(self, path: str, params: dict[str, str]) -> None:
-            if self.headers.get("Authorization") != KEY:
-                return self.send_json({"status": 401, "code": "Unauthorized"}, 401)
-            assert set(params) <= SEARCH_KEYS, params
-            query, per_page, page = params["query"], int(params.get("per_page", 15)), int(params.get("page", 1))
-            videos = fake.pexels.get(query, [])
-            start = (page - 1) * per_page
-            prefix = path.removesuffix("/videos/search")
-
-            def link(n: int) -> str:  # noqa: E306 - the real API's page links end in "search/"
-                return (
-                    f"{fake.url}{prefix}/videos/search/?{urlencode({'page': n, 'per_page': per_page, 'query': query})}"
-                )
-
-            data = {
-                "page": page,
-                "per_page": per_page,
-                "total_results": len(videos),
-                "url": f"https://www.pexels.com/search/videos/{query}/",
-                "videos": videos[start : start + per_page],
-            }
-            if start + per_page < len(videos):
-                data["next_page"] = link(page + 1)
-            if page > 1:
-                data["prev_page"] = link(page - 1)
-            fake.remaining = max(0, fake.remaining - 1)
-            limits = {"X-Ratelimit-Limit": 200, "X-Ratelimit-Remaining": fake.remaining,
-                      "X-Ratelimit-Reset": int(fake.reset)}  # fmt: skip
-            self.send_json(data, headers=limits)
-
-        def commons_api(self, params: dict[str, str]) -> None:
-            for k, v in COMMONS_PARAMS.items():
-                assert params.get(k) == v, (k, params)
-            assert params["gsrsearch"].startswith("filetype:video "), params
-            pages = fake.commons.get(params["gsrsearch"].removeprefix("filetype:video "), [])
-            offset = int(params.get("gsroffset", 0))
-            batch = [dict(p, index=offset + n + 1) for n, p in enumerate(pages[offset : offset + 50])]
-            batch.sort(key=lambda p: p["pageid"], reverse=True)  # formatversion=2 pages come unordered
-            data: dict = {"batchcomplete": True}
-            if batch:
-                data["query"] = {"pages": batch}
-            if offset + 50 < len(pages):
-                data["continue"] = {"gsroffset": offset + 50, "continue": "gsroffset||"}
-            self.send_json(data)
-
-        def file(self, path: str) -> None:
-            name = path.rsplit("/", 1)[-1]
-            body = fake.webm if "/commons-" in path else fake.mp4
-            kind = "video/webm" if "/commons-" in path else "video/mp4"
-            if name.startswith("truncated"):
-                self.send_response(200)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body[: len(body) // 2])
-                self.wfile.flush()
-                self.close_connection = True
-                return
-            if name.startswith("unsized"):  # no Content-Length: the cap must hold while streaming
-                self.send_response(200)
-                self.send_header("Content-Type", kind)
-                self.end_headers()
-                self.wfile.write(body)
-                self.close_connection = True
-                return
-            if name.startswith("errorpage"):
-                return self.send(200, b"<!DOCTYPE html><html><body>Service unavailable</body></html>", "text/html")
-            if name.startswith("disguised"):
-                return self.send(200, b"  <html><body>Please log in</body></html>", "video/mp4")
-            if name.startswith("missing"):
-                return self.send(404, b"not found", "text/plain")
-            self.send(200, body, kind)
-
-    return Handler
-
-
-# -- fixtures --------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def clip_bytes(sports2d) -> tuple[bytes, bytes]:
-    data = sports2d.read_bytes()
-    return transcode(data, "mp4", "libx264", max_frames=8, width=160), transcode(
-        data, "webm", "libvpx-vp9", max_frames=8, width=160
-    )
-
-
-@pytest.fixture
-def fake(clip_bytes, monkeypatch, tmp_path):
-    server = FakeProviders(*clip_bytes)
-    server.add_pexels("people walking", 170)
-    server.add_commons("people walking", 120)
-    monkeypatch.chdir(tmp_path)  # no stray .env
-    monkeypatch.setenv("PEXELS_API_KEY", KEY)
-    monkeypatch.setenv("PEXELS_API_URL", server.url)
-    monkeypatch.setenv("COMMONS_API_URL", server.url)
-    monkeypatch.setenv("STREAMPOSE_CONTACT", "tester@example.org")
-    pexels.QUOTA.remaining = pexels.QUOTA.reset = None  # the quota is per process; each test starts afresh
-    yield server
-    server.close()
-
-
-class Recorder:
-    """An injected sleep: records each wait instead of waiting."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-
-
-@pytest.fixture
-def waits() -> Recorder:
-    return Recorder()
-
-
-@pytest.fixture
-def http(waits):
-    client = Http(sleep=waits, timeout=2.0, connect_timeout=2.0, retries=3)
-    yield client
-    client.close()
-
-
-def no_key(*texts: object) -> None:
-    for text in texts:
-        assert KEY not in str(text), "the API key leaked"
-
+pytest_plugins = ["fake_providers"]  # the server and its fixtures
 
 # -- Pexels ----------------------------------------------------------------------------------------
 
@@ -371,15 +73,14 @@ def test_pexels_429_without_rate_headers_then_success(fake, http, waits):
     assert len(list(refs(["pexels:people walking"], http=http, max_videos=3))) == 3
     assert len(waits.waits) == 1 and 0 < waits.waits[0] <= 1.0  # no Reset known yet: backoff
 
-    # Once a Reset has been seen, a 429 waits for it.
-    fake.reset = time.time() + 40
+    # A Reset seen on a 200 is the month's rollover, weeks away: a 429 is the hourly limit, backed off
+    # from a second and doubling (capped at an hour), never "waiting 28800 min" for the Reset.
     stream = refs(["pexels:people walking"], http=http)
     for _ in range(80):
         next(stream)
-    fake.faults["search"] = [429]
-    with pytest.warns(UserWarning, match="HTTP 429 .* waiting 4"):
-        next(stream)  # page 2: 429, then success
-    assert 38 <= waits.waits[-1] <= 42
+    fake.faults["search"] = [429, 429, 429]
+    next(stream)  # page 2: three 429s, then success
+    assert [round(w) for w in waits.waits[-3:]] == [1, 2, 4]
 
 
 def test_pexels_waits_for_reset_when_quota_is_used_up(fake, http, waits):
@@ -417,8 +118,8 @@ def test_pexels_key_stays_out_of_logs(fake, http, caplog):
     caplog.set_level(logging.DEBUG)  # httpx and httpcore log every request at this level
     fake.faults["search"] = [500]
     search = PexelsSearch("people walking", http=http)
-    page = search.page(None)
-    assert len(page.refs) == 80 and page.next == 2 and page.total == 170
+    page = search.page(0)
+    assert len(page.refs) == 80 and page.more and page.total == 170
     assert "HTTP Request: GET" in caplog.text  # the loggers did run
     no_key(caplog.text, repr(search), vars(search), page)
 
@@ -629,7 +330,8 @@ def test_everything_used_is_an_error_not_a_hang(fake, http):
             next(refs(["pexels:people walking"], http=http, skip_ids=used, loop=loop))
 
 
-def test_loop_cycles_files_and_searches_again_for_new_uploads(fake, http, sports2d):
+def test_loop_cycles_files_and_searches_again_for_new_uploads(fake, http, sports2d, monkeypatch):
+    monkeypatch.setattr(PAGES, "ttl", 0.0)  # cached pages are reused for a day; here the day is over at once
     fake.pexels["few"] = [fake.pexels_video(i) for i in (1, 2, 3)]
     stream = refs([str(sports2d), "pexels:few"], http=http, loop=True, research_interval=0)
     first = [next(stream).id for _ in range(8)]
@@ -688,7 +390,8 @@ def test_provenance_round_trip(fake, http, tmp_path):
         assert "pexels:1001" in ProvenanceLog(tmp_path / "run").used_ids()
 
 
-def test_filters_validate():
+def test_filters_validate(monkeypatch):
+    monkeypatch.setenv("STREAMPOSE_CONTACT", "tester@example.org")
     with pytest.raises(SourceError, match="orientation"):
         SourceFilters(orientation="sideways")
     with pytest.raises(SourceError, match="duration"):

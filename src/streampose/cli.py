@@ -22,6 +22,7 @@ from streampose import __version__, sources
 from streampose.errors import ReportedError, StreamPoseError
 from streampose.poses.labels import load_labels, save_labels
 from streampose.poses.skeletons import get_skeleton
+from streampose.sources.pexels import require_pexels_permission
 from streampose.stream import stages
 from streampose.stream.decode import decode_frames, probe
 from streampose.teachers import TEACHERS, get_teacher
@@ -38,12 +39,13 @@ def emit_json(result: dict) -> None:
     print(json.dumps(result), flush=True)
 
 
-def add_source_options(p: argparse.ArgumentParser, loop: bool = True) -> None:
+def add_source_options(p: argparse.ArgumentParser, loop: bool = True, permission: bool = False) -> None:
+    """The source options; `permission` adds --pexels-permission (commands that train or evaluate)."""
     g = p.add_argument_group(
         "sources",
         "SOURCE is a file, a folder, an http(s) URL, @list.txt (one source per line), pexels:QUERY or "
         "commons:QUERY. Pexels' terms forbid training ML models on its content without Pexels' permission; "
-        "Wikimedia Commons media are freely licensed.",
+        "Wikimedia Commons media are freely licensed (set STREAMPOSE_CONTACT for its User-Agent).",
     )
     g.add_argument("--max-videos", type=int, default=None, help="stop after this many videos")
     if loop:
@@ -53,10 +55,18 @@ def add_source_options(p: argparse.ArgumentParser, loop: bool = True) -> None:
     g.add_argument("--max-duration", type=float, default=None, help="seconds (search sources)")
     g.add_argument("--target-height", type=int, default=480, help="preferred rendition's short side, pixels")
     g.add_argument("--max-video-mb", type=float, default=500.0, help="skip videos larger than this")
+    if permission:
+        g.add_argument(
+            "--pexels-permission",
+            action="store_true",
+            help="affirm that you have Pexels' explicit permission to train or evaluate models on its videos "
+            "(required for pexels: sources)",
+        )
 
 
 def source_filters(args: argparse.Namespace) -> dict:
-    return {k: getattr(args, k) for k in ("orientation", "min_duration", "max_duration", "target_height")}
+    filters = {k: getattr(args, k) for k in ("orientation", "min_duration", "max_duration", "target_height")}
+    return filters | {"max_bytes": int(args.max_video_mb * 1e6)}
 
 
 def source_videos(args: argparse.Namespace, specs: list[str]):
@@ -177,6 +187,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         filters=source_filters(args),
         **{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and k != "sources"},
     )
+    require_pexels_permission(cfg.sources, args.pexels_permission)
     sources.refs(cfg.sources).close()  # fail now, with a clear message, on a bad source
     get_teacher(cfg.teacher).close()  # fail now, with a clear message, if the teacher cannot run
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 shows progress and JSON
@@ -198,6 +209,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from streampose.engine.evaluate import evaluate
     from streampose.engine.train import pick_device
 
+    require_pexels_permission(args.sources, args.pexels_permission)
     with progress(unit="frame", desc="eval") as bar:
         result = evaluate(
             args.checkpoint,
@@ -315,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--json", action="store_true")
-    add_source_options(p, loop=False)
+    add_source_options(p, loop=False, permission=True)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="measure a student against the teacher on held-out video")
@@ -327,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-side", type=int, default=720)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
-    add_source_options(p, loop=False)
+    add_source_options(p, loop=False, permission=True)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="run the student alone on every frame of a video")

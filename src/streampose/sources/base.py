@@ -1,13 +1,19 @@
 """What every source shares: a video in memory, a reference to one not fetched yet, search filters,
-and the protocol a search provider implements."""
+and the protocol a search provider implements, with the registry that finds providers by name."""
 
 from __future__ import annotations
 
+import importlib
+import threading
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from streampose.errors import SourceError
+
+if TYPE_CHECKING:
+    from streampose.sources.http import Http
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".ogv", ".mpg", ".mpeg"}
 ORIENTATIONS = ("landscape", "portrait", "square")
@@ -54,6 +60,7 @@ class SourceFilters:
     min_duration: float | None = None  # seconds
     max_duration: float | None = None
     target_height: int = 480
+    max_bytes: int | None = None  # skip results whose chosen file is known to be larger
 
     def __post_init__(self) -> None:
         if self.orientation is not None and self.orientation not in ORIENTATIONS:
@@ -99,17 +106,62 @@ class Page:
     """One page of search results, already filtered and with a rendition chosen per video."""
 
     refs: list[VideoRef]
-    next: object | None  # the provider's token for the next page; None on the last page
+    more: bool  # whether the provider has a page after this one
     found: int  # results on this page before filtering
     total: int | None = None  # results the provider reports for the whole search
 
 
 class Search(Protocol):
-    """A provider's search for one query (see pexels.PexelsSearch, commons.CommonsSearch)."""
+    """A provider's search for one query (see pexels.PexelsSearch, commons.CommonsSearch).
 
+    Pages are addressed by index (0 is the first), so a run can cache them by index and the
+    ranks of a distributed run can each take their own pages without paging the others'.
+    """
+
+    provider: str  # its provider's name in PROVIDERS
     spec: str  # e.g. "pexels:people walking", used in messages
     query: str
 
-    def page(self, token: object | None) -> Page:
-        """The first page (token None) or the page a previous `Page.next` points at."""
+    def page(self, index: int) -> Page:
+        """Page `index` of the results; an index past the end gives an empty page."""
         ...
+
+
+class Provider(Protocol):
+    """What a search provider declares: how to search, and how its files may be downloaded."""
+
+    name: str
+    search_interval: float  # the least seconds between two of its search requests in one process
+
+    def search(self, query: str, *, http: Http, filters: SourceFilters) -> Search:
+        """A search, checked now (a missing key or contact raises SourceError before any request)."""
+        ...
+
+    def download_headers(self) -> dict[str, str]:
+        """Extra headers for downloading its files (never the API key)."""
+        ...
+
+    def download_slot(self) -> AbstractContextManager[object]:
+        """Held around each download: the provider's limit on concurrent downloads."""
+        ...
+
+
+# name -> "module:attribute" of its `Provider`, imported on first use: the core names providers
+# but never imports one, and providers import only this module and http.
+PROVIDERS = {
+    "pexels": "streampose.sources.pexels:PROVIDER",
+    "commons": "streampose.sources.commons:PROVIDER",
+}
+_loaded: dict[str, Provider] = {}
+_loaded_lock = threading.Lock()
+
+
+def provider(name: str) -> Provider:
+    """The registered provider called `name` (local files and plain URLs have none: see PROVIDERS)."""
+    if name not in PROVIDERS:
+        raise SourceError(f"no video provider called {name!r}; known: {', '.join(PROVIDERS)}")
+    with _loaded_lock:
+        if name not in _loaded:
+            module, attribute = PROVIDERS[name].split(":")
+            _loaded[name] = getattr(importlib.import_module(module), attribute)
+        return _loaded[name]

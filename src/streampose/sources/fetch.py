@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
 from pathlib import Path
 
 import httpx
 
 from streampose.errors import SourceError
-from streampose.sources.base import Video, VideoRef
+from streampose.sources.base import PROVIDERS, Video, VideoRef, provider
 from streampose.sources.http import Http, default_http
 from streampose.sources.refs import _is_url, expand, local_ref
 
@@ -36,33 +36,24 @@ def _check_video_bytes(data: bytes, what: str) -> None:
         raise SourceError(f"{what}: the server sent a text page (HTML/JSON), not a video")
 
 
-def _download_policy(ref: VideoRef) -> tuple[dict[str, str], threading.Lock | None]:
-    """Extra headers and a lock for one provider's downloads (Wikimedia asks for serial requests)."""
-    if ref.provider == "commons":
-        from streampose.sources import commons
-
-        return {"User-Agent": commons.user_agent()}, commons.REQUEST_LOCK
-    return {}, None
-
-
 def fetch(ref: VideoRef, *, max_bytes: int, client: Http | None = None) -> Video:
     """Bytes of one ref in memory. Any failure raises SourceError naming the video; callers skip it.
 
     Failures: over `max_bytes`, a non-video response (an HTML error page), an HTTP error, a
-    truncated body or a timeout (both retried first), an unreadable file.
+    truncated body or a timeout (both retried first), an unreadable file. A provider's own
+    download headers and concurrency limit (see base.Provider) apply to its refs.
     """
     what = ref.id if ref.id == ref.url else f"{ref.id} ({ref.url})"
     if ref.provider == "file":
         data = _read_file(Path(ref.url), what, max_bytes)
     else:
         http = client or default_http()
-        headers, lock = _download_policy(ref)
-        check = _check_video_headers(what)
-        if lock is None:
-            data = http.download(ref.url, what=what, max_bytes=max_bytes, headers=headers, check=check)
-        else:
-            with lock:
-                data = http.download(ref.url, what=what, max_bytes=max_bytes, headers=headers, check=check)
+        source = provider(ref.provider) if ref.provider in PROVIDERS else None
+        headers = source.download_headers() if source is not None else {}
+        with source.download_slot() if source is not None else nullcontext():
+            data = http.download(
+                ref.url, what=what, max_bytes=max_bytes, headers=headers, check=_check_video_headers(what)
+            )
         _check_video_bytes(data, what)
     return Video(ref.id, data, {**ref.meta, "bytes": len(data)})
 

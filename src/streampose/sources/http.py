@@ -7,7 +7,9 @@ one connection pool and one retry policy:
 - separate connect and read timeouts, so a dead host fails fast and a stalled body fails too;
 - bounded retries on 5xx, 429, timeouts and dropped connections, with capped exponential backoff
   plus jitter (so parallel producers do not retry in lock step), and `Retry-After` honoured;
-- a per-request `RateHook` for provider bookkeeping (Pexels' quota headers, Commons' `maxlag`).
+- a per-request `RateHook` for provider bookkeeping (Pexels' quota headers, Commons' `maxlag`);
+  the waits a hook asks for (an hourly limit, a lagging database) do not use up the retries,
+  up to `MAX_HINTED_WAITS` of them.
 
 Sleeping goes through `sleep` and every wait is capped by `max_wait`, so tests inject a recorder
 instead of waiting and a server asking for an absurd delay gives a clear error, not a hang.
@@ -34,6 +36,7 @@ from streampose.errors import SourceError
 
 USER_AGENT = f"stream-pose/{__version__} (3D pose research tool; https://github.com/stream-pose)"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_HINTED_WAITS = 16  # waits a provider's hook may ask for on one request before it gives up
 LONG_WAIT_S = 10.0  # waits at least this long are announced as warnings; shorter ones only logged
 
 log = logging.getLogger(__name__)
@@ -161,8 +164,9 @@ class Http:
         cap = min(self.max_backoff, self.backoff * 2**attempt)
         return cap * random.uniform(0.5, 1.0)
 
-    def wait(self, seconds: float, what: str, why: str) -> None:
-        """Sleep `seconds` (announced when long); refuse waits over `max_wait` with a clear error."""
+    def wait(self, seconds: float, what: str, why: str, *, quiet: bool = False) -> None:
+        """Sleep `seconds` (announced when long, unless `quiet`: a routine wait); refuse waits over
+        `max_wait` with a clear error."""
         if seconds <= 0:
             return
         if seconds > self.max_wait:
@@ -170,7 +174,7 @@ class Http:
                 f"{what}: {why}; that means waiting {seconds / 60:.0f} min, more than the "
                 f"{self.max_wait / 60:.0f} min this client waits"
             )
-        if seconds >= LONG_WAIT_S:
+        if seconds >= LONG_WAIT_S and not quiet:
             warnings.warn(f"{what}: {why}; waiting {seconds:.0f} s", stacklevel=3)
         else:
             log.info("%s: %s; waiting %.1f s", what, why, seconds)
@@ -201,7 +205,8 @@ class Http:
         and must not contain secrets.
         """
         reason = "no attempt made"
-        for attempt in range(self.retries + 1):
+        attempt = hinted_waits = 0
+        while True:
             if hook is not None:
                 self.wait(hook.before_request(), what, "rate limit reached, waiting for the quota to reset")
             try:
@@ -212,15 +217,24 @@ class Http:
                 reason, delay = f"connection failed ({type(e).__name__}: {e})", self.backoff_delay(attempt)
             else:
                 hinted = hook.after_response(response) if hook is not None else None
-                if hinted is not None:
+                if hinted is not None and hinted_waits < MAX_HINTED_WAITS:
+                    # The provider knows how long (an hourly quota, a lagging database): its waits
+                    # do not use up the retries meant for failures.
                     delay, reason = hinted
-                elif response.status_code in RETRY_STATUSES:
-                    reason, delay = _status_text(response), self._retry_delay(response, attempt)
-                else:
+                    hinted_waits += 1
+                    self.wait(delay, what, f"{reason}, wait {hinted_waits} of at most {MAX_HINTED_WAITS}")
+                    continue
+                if hinted is not None:
+                    reason = f"{hinted[1]}, still after {hinted_waits} waits"
+                    break
+                if response.status_code not in RETRY_STATUSES:
                     return response
-            if attempt < self.retries:
-                self.wait(delay, what, f"{reason}, retry {attempt + 1} of {self.retries}")
-        raise TransientSourceError(f"{what}: {reason} (gave up after {self.retries + 1} tries)")
+                reason, delay = _status_text(response), self._retry_delay(response, attempt)
+            if attempt >= self.retries:
+                break
+            attempt += 1
+            self.wait(delay, what, f"{reason}, retry {attempt} of {self.retries}")
+        raise TransientSourceError(f"{what}: {reason} (gave up after {attempt + hinted_waits + 1} tries)")
 
     # -- downloads -----------------------------------------------------------------------------
 

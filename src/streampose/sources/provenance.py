@@ -1,7 +1,8 @@
 """Provenance: an append-only record of every video a run used, for attribution and dedupe.
 
 Each line of `provenance.jsonl` is one JSON object: provider, id, page URL, licence, author,
-bytes and frames labelled. Only whitelisted metadata fields are written, so pixels and keys
+attribution (Commons' own `Attribution`, `AttributionRequired` and `UsageTerms` where given), the
+rendition downloaded, bytes and frames labelled. Only whitelisted metadata fields are written, so pixels and keys
 can never end up there. The file is opened in append mode and each line flushed (and synced),
 so a crash loses at most the line being written; a resumed run reads `used_ids()` to skip
 search results it has already trained on.
@@ -28,7 +29,10 @@ FIELDS = (
     "author",
     "author_url",
     "attribution",
+    "attribution_required",
+    "usage_terms",
     "title",
+    "rendition",
     "width",
     "height",
     "duration",

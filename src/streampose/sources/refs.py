@@ -3,19 +3,19 @@
 A spec is one of:
 
 - `pexels:QUERY`   Pexels video search (needs PEXELS_API_KEY; see pexels.py for its terms notice)
-- `commons:QUERY`  Wikimedia Commons video search (free licences, attribution recorded)
+- `commons:QUERY`  Wikimedia Commons video search (needs STREAMPOSE_CONTACT; free licences, attribution recorded)
 - `https://...`    one video by URL
 - `@list.txt`      one spec per line; blank lines and lines starting with `#` are skipped, and
                    relative paths are relative to the list file
 - a file or folder a video file, or every video file under a folder (sorted)
 
 `refs()` turns specs into `VideoRef`s lazily: a search is paged only as far as it is consumed,
-so `--max-videos 5` costs one API request.
+so `--max-videos 5` costs one API request. Pages come through the run's cache (pages.py), and
+the ranks of a distributed run split a search's pages instead of each paging all of them.
 """
 
 from __future__ import annotations
 
-import importlib
 import threading
 import time
 import warnings
@@ -24,20 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streampose.errors import SourceError
-from streampose.sources.base import VIDEO_SUFFIXES, Search, SourceFilters, VideoRef
+from streampose.sources.base import PROVIDERS, VIDEO_SUFFIXES, Search, SourceFilters, VideoRef, provider
 from streampose.sources.http import Http, TransientSourceError, default_http
+from streampose.sources.pages import PAGES
 
-# provider -> "module:Class" of its `Search`, imported on first use (providers import this package's base).
-SEARCH_PROVIDERS = {
-    "pexels": "streampose.sources.pexels:PexelsSearch",
-    "commons": "streampose.sources.commons:CommonsSearch",
-}
 TRANSIENT_REST_S = 300.0  # a looping search whose provider keeps failing tries again after this
-
-
-def _make_search(provider: str, query: str, http: Http, filters: SourceFilters) -> Search:
-    module, cls = SEARCH_PROVIDERS[provider].split(":")
-    return getattr(importlib.import_module(module), cls)(query, http=http, filters=filters)
 
 
 # -- spec parsing ----------------------------------------------------------------------------------
@@ -50,9 +41,14 @@ def _is_url(spec: str) -> bool:
 def _search_spec(spec: str) -> tuple[str, str] | None:
     """(provider, query) for `pexels:QUERY` / `commons:QUERY`, else None."""
     head, sep, query = spec.partition(":")
-    if sep and head.lower() in SEARCH_PROVIDERS:
+    if sep and head.lower() in PROVIDERS:
         return head.lower(), query.strip()
     return None
+
+
+def search_providers(specs: Iterable[str]) -> set[str]:
+    """The providers the specs search (list files read), e.g. to check their terms before a run."""
+    return {found[0] for spec in _flatten(specs) if (found := _search_spec(spec)) is not None}
 
 
 def _flatten(specs: Iterable[str], base: Path | None = None, lists: tuple[Path, ...] = ()) -> list[str]:
@@ -146,6 +142,15 @@ def _local_refs(items: list[VideoRef], loop: bool) -> Iterator[VideoRef]:
             return
 
 
+def _next_index(index: int, shard: tuple[int, int] | None) -> int:
+    """The page after `index` for this rank: page 0 is every rank's (its videos split by `keep`,
+    so no rank goes without on a small search); later pages go to ranks in turn, whole."""
+    rank, world = shard or (0, 1)
+    if world <= 1:
+        return index + 1
+    return rank + 1 if index == 0 else index + world
+
+
 def _search_refs(
     search: Search,
     stream: _Stream,
@@ -153,39 +158,41 @@ def _search_refs(
     loop: bool,
     seen: set[str],
     research_interval: float,
+    filters: SourceFilters,
+    http: Http,
     keep: Callable[[VideoRef], bool] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> Iterator[VideoRef | _Rest]:
     """Page a search, skipping seen ids; when looping, search again after the last page for new uploads."""
     passes = 0
     while True:
-        token: object | None = None
+        index: int | None = 0
         found = filtered = used = new = elsewhere = 0
-        while True:
+        while index is not None:
             try:
-                page = search.page(token)
+                page = PAGES.get(search, index, filters=filters, http=http)
             except TransientSourceError as e:
                 if not loop or (passes == 0 and new == 0):
                     raise  # failing from the start is news to the user, not something to wait out
                 warnings.warn(f"{e}; trying {search.spec} again in {TRANSIENT_REST_S / 60:.0f} min", stacklevel=2)
                 yield _Rest(TRANSIENT_REST_S)
                 continue
-            if passes == 0 and token is None and page.found == 0:
+            if passes == 0 and index == 0 and page.found == 0:
                 raise SourceError(f"{search.spec}: no videos found for {search.query!r}")
             found += page.found
             filtered += page.found - len(page.refs)
+            split = keep if shard is None or index == 0 else None  # a later page of a shard is all ours
             for ref in page.refs:
                 if ref.id in seen:
                     used += 1
                     continue
-                if keep is not None and not keep(ref):
+                if split is not None and not split(ref):
                     elsewhere += 1  # another rank's share
                     continue
                 seen.add(ref.id)
                 new += 1
                 yield ref
-            token = page.next
-            if token is None:
-                break
+            index = _next_index(index, shard) if page.more and page.found else None
         stream.note = (
             f"{search.spec}: {found} results, {used} already used, "
             f"{filtered} outside the filters or without a usable video file"
@@ -275,6 +282,7 @@ def refs(
     http: Http | None = None,
     research_interval: float = 900.0,
     keep: Callable[[VideoRef], bool] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> RefStream:
     """Resolve specs lazily into `VideoRef`s.
 
@@ -288,7 +296,10 @@ def refs(
     and, after a search's last page, searches again every `research_interval` seconds for new
     uploads. `max_videos` caps the refs handed out (not the fetches that succeed). An empty
     search raises SourceError on first use; so does a set of specs that yields nothing at all.
-    `keep` selects this process's share of the videos (distributed training's shard).
+    `keep` selects this process's share of the videos (distributed training's shard). With
+    `shard=(rank, world)` a search is split by pages instead: every rank reads the first page
+    (keeping its `keep` share of it) and the later pages go to ranks in turn, so no page is
+    asked for by every rank; `keep` then applies to local files and the first page only.
     """
     filters = filters or SourceFilters()
     http = http or default_http()
@@ -300,15 +311,18 @@ def refs(
         if search is None:
             local.extend(local_ref(s) for s in _local_specs(spec))
             continue
-        provider, query = search
+        name, query = search
         stream = _Stream(spec, iter(()))
         stream.items = _search_refs(
-            _make_search(provider, query, http, filters),
+            provider(name).search(query, http=http, filters=filters),
             stream,
             loop=loop,
             seen=seen,
             research_interval=research_interval,
+            filters=filters,
+            http=http,
             keep=keep,
+            shard=shard if shard is not None and shard[1] > 1 else None,
         )
         streams.append(stream)
     if local and keep is not None:
