@@ -17,6 +17,7 @@ from streampose import sources
 from streampose.cli import progress
 from streampose.engine.evaluate import evaluate
 from streampose.engine.train import TrainConfig, train
+from streampose.model.backends import open_backend
 from streampose.sources.samples import sample_clip
 from streampose.teachers import teacher_class
 from streampose.viz.report import write_report
@@ -58,10 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     evals = {}
+    student = open_backend(checkpoint=result["checkpoint"], device=cfg.device)
     for name, clip in EVALS.items():
         with progress(unit="frame", desc=f"eval {name}") as bar:
             evals[name] = evaluate(
-                result["checkpoint"], sources.videos([str(sample_clip(clip))]), stride=2, keep_examples=3, progress=bar
+                student, sources.videos([str(sample_clip(clip))]), stride=2, keep_examples=3, progress=bar
             )
         r = evals[name]
         print(
