@@ -250,6 +250,8 @@ def test_bad_inputs_get_one_clear_line_and_exit_2(tmp_path, sports2d, capsys):
     assert not out.exists()  # nothing written for a video that does not decode
     assert main(["predict", str(sports2d), "--checkpoint", str(other)]) == 2
     assert "nothing to do" in capsys.readouterr().err
+    assert main(["eval", str(sports2d), "--checkpoint", str(other), "--teacher", "mediapipe"]) == 2
+    assert "predicts skeleton comotion27, but teacher mediapipe labels blazepose33" in capsys.readouterr().err
 
     for box, message in [
         ("1,2,3", "four numbers"),

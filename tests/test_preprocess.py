@@ -10,6 +10,7 @@ from streampose.model.preprocess import (
     CPU_AMP_MIN_BATCH,
     IMAGE_MEAN,
     IMAGE_STD,
+    fold_batchnorm,
     normalize_images,
     preferred_layout,
     prepare_model,
@@ -65,3 +66,27 @@ def test_prepare_model_places_the_model_and_says_how_to_run_it() -> None:
     assert prepare_model(model, "cpu", train=True).amp_dtype == preferred_layout("micro", "cpu", train=True)[1]
     with pytest.raises(ValueError, match="precision"):
         prepare_model(model, "cpu", train=False, precision="int8")
+
+
+def test_folding_batchnorm_keeps_the_outputs_and_removes_every_batchnorm() -> None:
+    torch.manual_seed(2)
+    model = build_student("small", 33, 64)
+    # Statistics as training leaves them, not the identity a fresh BatchNorm starts as.
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(8, 3, 64, 64) * 2 + 0.5)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    model.eval()
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+        folded = fold_batchnorm(model)
+        got = folded(x)
+    assert folded is model
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-4)

@@ -22,7 +22,7 @@ from streampose.model.checkpoint import load_checkpoint, student_from
 from streampose.model.export import FORMAT as ONNX_FORMAT
 from streampose.model.export import INPUT as ONNX_INPUT
 from streampose.model.export import OUTPUTS, read_metadata
-from streampose.model.preprocess import IMAGE_MEAN, IMAGE_STD, normalize_images, prepare_model
+from streampose.model.preprocess import IMAGE_MEAN, IMAGE_STD, fold_batchnorm, normalize_images, prepare_model
 from streampose.poses.skeletons import Skeleton, get_skeleton
 
 
@@ -77,7 +77,7 @@ def _check_skeleton(name: str, expect: str | None, what: str) -> Skeleton:
 
 
 class TorchBackend:
-    """A checkpoint's student in PyTorch.
+    """A checkpoint's student in PyTorch, its BatchNorms folded into the convolutions (`fold_batchnorm`).
 
     ``precision="auto"`` runs it as `prepare_model` prefers for inference (on this CPU:
     channels_last, with bf16 autocast for batches of `preprocess.CPU_AMP_MIN_BATCH` or more, whose
@@ -104,7 +104,7 @@ class TorchBackend:
         _check_normalisation(pre.get("mean", IMAGE_MEAN), pre.get("std", IMAGE_STD), what)
         if threads:
             torch.set_num_threads(threads)
-        self.model = student_from(ckpt)
+        self.model = fold_batchnorm(student_from(ckpt))
         self.layout = prepare_model(self.model, device, train=False, precision=precision)
         self.crop_size = self.model.config.crop_size
         self.teacher = str(ckpt.get("teacher", ""))

@@ -114,3 +114,27 @@ def prepare_model(model: nn.Module, device: str | torch.device, *, train: bool, 
     layout = Layout(dev, channels_last, amp_dtype)
     model.to(dev).to(memory_format=layout.memory_format)
     return layout
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every BatchNorm that directly follows a convolution into it, in place; returns `model`.
+
+    For inference only: a BatchNorm in eval mode is a per-channel affine map, which the conv's
+    weight and bias absorb exactly (up to float rounding), so each block runs one kernel instead of
+    two. The folded model can no longer be trained or saved as a checkpoint.
+    """
+    for seq in model.modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        names = list(seq._modules)
+        for conv_name, bn_name in zip(names, names[1:], strict=False):
+            conv, bn = seq._modules[conv_name], seq._modules[bn_name]
+            if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)):
+                continue
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            conv.weight.mul_(scale.view(-1, 1, 1, 1))
+            bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+            conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
+            seq._modules[bn_name] = nn.Identity()
+    return model
