@@ -124,6 +124,8 @@ def test_what_is_saved_comes_back_with_its_types(tmp_path):
 def test_anything_but_plain_data_is_refused_at_save_time(tmp_path):
     with pytest.raises(TypeError, match=r"config\.out: PosixPath"):
         save_checkpoint(tmp_path / "c.pt", config={"out": Path("runs")})
+    with pytest.raises(TypeError, match="keys must be"):
+        save_checkpoint(tmp_path / "c.pt", videos={Path("a.mp4"): 1})
     with pytest.raises(TypeError, match="objects"):
         save_checkpoint(tmp_path / "c.pt", ids=np.array(["a", None], dtype=object))
     assert not (tmp_path / "c.pt").exists()

@@ -66,6 +66,8 @@ def _to_plain(value: Any, where: str) -> Any:
     if isinstance(value, Mapping):
         if _is_state_dict(value):
             return value  # kept as it is (an OrderedDict with its version _metadata)
+        if bad := [k for k in value if not isinstance(k, (str, int))]:
+            raise TypeError(f"checkpoint entry {where}: keys must be strings or integers, not {bad[0]!r}")
         return {k: _to_plain(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         items = [_to_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
