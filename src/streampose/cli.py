@@ -204,7 +204,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from streampose.engine.evaluate import evaluate
+    from streampose.engine.evaluate import evaluate, summary_line
     from streampose.model.backends import open_backend
 
     backend = open_backend(checkpoint=args.checkpoint, onnx=args.onnx, device=args.device)
@@ -219,13 +219,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
             progress=bar,
         )
     if result["persons"]:
-        baseline = lambda key: f" (mean pose {result[key]:.0f})" if key in result else ""  # noqa: E731
-        print(
-            f"{result['persons']} persons in {result['frames']} frames ({backend.name}): MPJPE "
-            f"{result['mpjpe_mm']:.0f} mm{baseline('baseline_mpjpe_mm')}, PA-MPJPE {result['pa_mpjpe_mm']:.0f} mm"
-            f"{baseline('baseline_pa_mpjpe_mm')}, PCK@150mm {result['pck_150mm']:.2f}",
-            file=sys.stderr,
-        )
+        print(summary_line(result), file=sys.stderr)
     if args.json:
         emit_json(result)
 
@@ -254,14 +248,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
             max_side=args.max_side,
             progress=bar.update,
         )
-    print(
-        f"{result.frames} frames ({backend.name}, {result.skeleton}, {result.crop_size} px crops): "
-        f"{result.tracked} tracked, {result.reinits} (re)initialisations, mean confidence "
-        f"{result.mean_confidence:.2f}, {result.frames_per_s:.1f} frames/s overall, "
-        f"tracking alone {result.frames / max(result.tracker_seconds, 1e-9):.0f} frames/s"
-        + (f"; wrote {', '.join(result.outputs)}" if result.outputs else ""),
-        file=sys.stderr,
-    )
+    print(result.summary(), file=sys.stderr)
     if args.json:
         emit_json(asdict(result) | {"frames_per_s": round(result.frames_per_s, 2)})
 

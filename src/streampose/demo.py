@@ -15,7 +15,7 @@ from pathlib import Path
 
 from streampose import sources
 from streampose.cli import progress
-from streampose.engine.evaluate import evaluate
+from streampose.engine.evaluate import evaluate, summary_line
 from streampose.engine.train import TrainConfig, train
 from streampose.model.backends import open_backend
 from streampose.sources.samples import sample_clip
@@ -65,12 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             evals[name] = evaluate(
                 student, sources.videos([str(sample_clip(clip))]), stride=2, keep_examples=3, progress=bar
             )
-        r = evals[name]
-        print(
-            f"{name}: MPJPE {r['mpjpe_mm']:.0f} mm (mean pose {r['baseline_mpjpe_mm']:.0f}), "
-            f"PA-MPJPE {r['pa_mpjpe_mm']:.0f} mm (mean pose {r['baseline_pa_mpjpe_mm']:.0f}), {r['persons']} persons",
-            file=sys.stderr,
-        )
+        print(f"{name}: {summary_line(evals[name])}", file=sys.stderr)
     skeleton = teacher_class(cfg.teacher).skeleton
     report = write_report(out / "report.png", out / "metrics.jsonl", evals, skeleton)
     summary = {name: {k: v for k, v in r.items() if k != "examples"} for name, r in evals.items()}

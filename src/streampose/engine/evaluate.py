@@ -92,3 +92,16 @@ def evaluate(
             {"image": samples[i].image, "teacher": target[i], "student": pred[i], "visibility": vis[i]} for i in picks
         ]
     return result
+
+
+def summary_line(result: dict) -> str:
+    """One line for people: a result of `evaluate` with persons, beside the mean pose's where known."""
+
+    def mm(key: str) -> str:
+        mean = f" (mean pose {result['baseline_' + key]:.0f})" if "baseline_" + key in result else ""
+        return f"{result[key]:.0f} mm{mean}"
+
+    return (
+        f"{result['persons']} persons in {result['frames']} frames ({result['backend']}): MPJPE {mm('mpjpe_mm')}, "
+        f"PA-MPJPE {mm('pa_mpjpe_mm')}, PCK@150mm {result['pck_150mm']:.2f}"
+    )

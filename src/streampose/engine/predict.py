@@ -296,6 +296,16 @@ class PredictResult:
     def frames_per_s(self) -> float:
         return self.frames / self.seconds if self.seconds else 0.0
 
+    def summary(self) -> str:
+        """The command's one line on stderr."""
+        return (
+            f"{self.frames} frames ({self.backend}, {self.skeleton}, {self.crop_size} px crops): {self.tracked} "
+            f"tracked, {self.reinits} (re)initialisations, mean confidence {self.mean_confidence:.2f}, "
+            f"{self.frames_per_s:.1f} frames/s overall, tracking alone "
+            f"{self.frames / max(self.tracker_seconds, 1e-9):.0f} frames/s"
+            + (f"; wrote {', '.join(self.outputs)}" if self.outputs else "")
+        )
+
 
 def predict_video(
     video: str,
