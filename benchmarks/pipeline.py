@@ -294,7 +294,8 @@ def section_p2(b: Budget) -> dict:
     import torch
 
     from streampose.engine.train import lr_factor, pose_loss
-    from streampose.model.student import build_student, preferred_layout
+    from streampose.model.preprocess import preferred_layout
+    from streampose.model.student import build_student
     from streampose.sources import refs
     from streampose.stream.augment import AugmentConfig
     from streampose.stream.buffer import RingBuffer
@@ -679,7 +680,7 @@ def section_p4(b: Budget) -> dict:
     import student_speed
     import torch
 
-    from streampose.model.student import preferred_layout
+    from streampose.model.preprocess import preferred_layout
     from streampose.teachers import teacher_class
 
     joints = teacher_class(_train_defaults().teacher).skeleton.num_joints

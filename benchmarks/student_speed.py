@@ -2,7 +2,7 @@
 
 Why this exists: on this project's 2-core CPU the best layout/precision differs per network
 (channels_last made one plain CNN 3.7x slower while it sped MobileNet-style nets up; bf16 autocast
-sped plain convs up 1.7-2.6x but slowed MobileNetV3 training). `streampose.student.preferred_layout`
+sped plain convs up 1.7-2.6x but slowed MobileNetV3 training). `streampose.model.preprocess.preferred_layout`
 is filled from this script's table, so rerun it after changing the architectures.
 
 Each configuration runs in its own fresh subprocess (several models alive in one process slowed

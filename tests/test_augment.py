@@ -8,16 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from streampose.model.preprocess import IMAGE_MEAN, IMAGE_STD
 from streampose.poses.skeletons import get_skeleton
-from streampose.stream.augment import (
-    IMAGE_MEAN,
-    IMAGE_STD,
-    AugmentConfig,
-    augment_batch,
-    colour_jitter,
-    normalize_images,
-    to_model_inputs,
-)
+from streampose.stream.augment import AugmentConfig, augment_batch, colour_jitter, to_model_inputs
 
 SKELETON = get_skeleton("blazepose33")
 J = SKELETON.num_joints
@@ -288,13 +281,3 @@ def test_to_model_inputs_layout_and_values() -> None:
     expected = (pixel / 255.0 - np.array(IMAGE_MEAN)) / np.array(IMAGE_STD)
     np.testing.assert_allclose(image[2, :, 40, 17].numpy(), expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(inputs["joints2d"].numpy(), batch["joints2d"])
-
-
-def test_normalize_images_accepts_tensors_and_rejects_floats() -> None:
-    images = np.random.default_rng(20).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
-    from_numpy = normalize_images(images)
-    from_tensor = normalize_images(torch.from_numpy(images))
-    torch.testing.assert_close(from_numpy, from_tensor)
-    assert from_tensor.is_contiguous(memory_format=torch.channels_last)
-    with pytest.raises(ValueError, match="uint8"):
-        normalize_images(images.astype(np.float32))

@@ -16,18 +16,12 @@ import pytest
 
 from streampose import sources
 from streampose.cli import main
-from streampose.engine.predict import (
-    CPU_AMP_MIN_BATCH,
-    OnnxBackend,
-    TorchBackend,
-    Tracker,
-    TrackerConfig,
-    crops_per_second,
-    parse_box,
-)
+from streampose.engine.predict import Tracker, TrackerConfig, parse_box
 from streampose.engine.train import TrainConfig, train
+from streampose.model.backends import OnnxBackend, TorchBackend, crops_per_second
 from streampose.model.checkpoint import load_checkpoint, save_checkpoint
 from streampose.model.export import export_onnx, read_metadata
+from streampose.model.preprocess import CPU_AMP_MIN_BATCH
 from streampose.model.student import build_student
 from streampose.poses.labels import PersonLabel
 from streampose.poses.skeletons import get_skeleton
@@ -135,17 +129,41 @@ def test_export_metadata_round_trips(checkpoint, onnx_model):
     assert [o.name for o in model.graph.output] == ["joints3d", "joints2d", "vis_logits"]
 
 
+@pytest.mark.slow
+def test_eval_gives_the_same_metrics_from_the_checkpoint_and_its_onnx_export(clip, checkpoint, onnx_model, capsys):
+    """One inference path: `eval --onnx` and `eval --checkpoint` run the same student through
+    `model.backends` and must agree to 1 mm, baseline included (the mean pose rides in the ONNX metadata)."""
+    held_out = str(clip("pose2sim-single-cam02"))
+    results = {}
+    for flag, model in (("--checkpoint", checkpoint), ("--onnx", onnx_model)):
+        assert main(["eval", held_out, flag, str(model), "--stride", "4", "--max-side", str(MAX_SIDE), "--json"]) == 0
+        results[flag] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    torch_result, onnx_result = results["--checkpoint"], results["--onnx"]
+    assert torch_result["backend"] == "torch" and onnx_result["backend"] == "onnxruntime"
+    assert torch_result["persons"] == onnx_result["persons"] >= 20
+    for key in ("mpjpe_mm", "pa_mpjpe_mm", "baseline_mpjpe_mm", "baseline_pa_mpjpe_mm"):
+        assert abs(torch_result[key] - onnx_result[key]) < 1.0, (key, torch_result[key], onnx_result[key])
+    assert abs(torch_result["pck_150mm"] - onnx_result["pck_150mm"]) < 0.02
+    # Not a vacuous match: the student is not the mean pose.
+    assert abs(torch_result["mpjpe_mm"] - torch_result["baseline_mpjpe_mm"]) > 1.0
+
+
 # -- predict on a real clip ---------------------------------------------------------------------
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
-def test_predict_tracks_the_person_through_a_real_clip(labelled_clip, checkpoint, onnx_model, backend, tmp_path):
+def test_predict_tracks_the_person_through_a_real_clip(
+    labelled_clip, checkpoint, onnx_model, backend, tmp_path, capsys
+):
     path, boxes, _ = labelled_clip
     model = ["--checkpoint", str(checkpoint)] if backend == "torch" else ["--onnx", str(onnx_model)]
     out, poses = tmp_path / "overlay.mp4", tmp_path / "poses.jsonl"
-    args = ["predict", str(path), *model, "--out", str(out), "--json", str(poses), "--max-side", str(MAX_SIDE)]
-    assert main(args) == 0
+    args = ["predict", str(path), *model, "--render", str(out), "--poses", str(poses), "--max-side", str(MAX_SIDE)]
+    assert main([*args, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # --json: the last stdout line
+    assert summary["frames"] == len(boxes) and summary["backend"] == ("torch" if backend == "torch" else "onnxruntime")
+    assert summary["outputs"] == [str(poses), str(out)] and summary["tracked"] >= 90
 
     lines = [json.loads(line) for line in poses.read_text().splitlines()]
     assert [p["frame"] for p in lines] == sorted(boxes)  # one pose per frame, in order
@@ -178,8 +196,8 @@ def test_a_user_box_starts_the_track(labelled_clip, checkpoint, tmp_path):
     path, boxes, _ = labelled_clip
     x0, y0, x1, y1 = boxes[0][0]
     poses = tmp_path / "poses.jsonl"
-    args = ["predict", str(path), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o.mp4")]
-    args += ["--json", str(poses), "--box", f"{x0},{y0},{x1},{y1}", "--max-side", str(MAX_SIDE)]
+    args = ["predict", str(path), "--checkpoint", str(checkpoint), "--poses", str(poses)]
+    args += ["--box", f"{x0},{y0},{x1},{y1}", "--max-side", str(MAX_SIDE)]
     assert main(args) == 0
     lines = [json.loads(line) for line in poses.read_text().splitlines()]
     assert lines[0]["init"] == "box" and all(p["tracked"] for p in lines[1:10])
@@ -201,7 +219,7 @@ def _other_skeleton_checkpoint(tmp_path: Path) -> Path:
 
 
 def _predict(video, *model: str, out: Path, extra: tuple[str, ...] = ()) -> int:
-    return main(["predict", str(video), *model, "--out", str(out), *extra])
+    return main(["predict", str(video), *model, "--render", str(out), *extra])
 
 
 def test_bad_inputs_get_one_clear_line_and_exit_2(tmp_path, sports2d, capsys):
@@ -230,6 +248,10 @@ def test_bad_inputs_get_one_clear_line_and_exit_2(tmp_path, sports2d, capsys):
     assert _predict(corrupt, "--checkpoint", str(other), out=out) == 2
     assert "corrupt.mp4" in capsys.readouterr().err
     assert not out.exists()  # nothing written for a video that does not decode
+    assert main(["predict", str(sports2d), "--checkpoint", str(other)]) == 2
+    assert "nothing to do" in capsys.readouterr().err
+    assert main(["eval", str(sports2d), "--checkpoint", str(other), "--teacher", "mediapipe"]) == 2
+    assert "predicts skeleton comotion27, but teacher mediapipe labels blazepose33" in capsys.readouterr().err
 
     for box, message in [
         ("1,2,3", "four numbers"),

@@ -14,7 +14,6 @@ from streampose.model.student import (
     Student,
     build_student,
     count_parameters,
-    preferred_layout,
 )
 from streampose.poses.skeletons import get_skeleton
 
@@ -101,14 +100,6 @@ def test_torchvision_size_gives_clear_error() -> None:
 def test_bad_crop_size_rejected() -> None:
     with pytest.raises(ValueError, match="multiple of 32"):
         build_student("micro", 33, 100)
-
-
-def test_preferred_layout() -> None:
-    for size in [*STUDENT_SIZES, "custom"]:
-        for train in (True, False):
-            channels_last, dtype = preferred_layout(size, "cpu", train=train)
-            assert isinstance(channels_last, bool)
-            assert dtype in (None, torch.bfloat16, torch.float16)
 
 
 def _fit(lr: float, steps: int = 25) -> tuple[float, float]:

@@ -1,4 +1,4 @@
-"""`streampose` command line: label, view, train, eval.
+"""`streampose` command line: label, view, train, eval, predict, export.
 
 Each subcommand parses its options here and calls into the modules that do the work.
 A StreamPoseError (bad input, a missing dependency) becomes one line on stderr and exit
@@ -13,6 +13,7 @@ import os
 import sys
 import time
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -62,6 +63,12 @@ def add_source_options(p: argparse.ArgumentParser, loop: bool = True, permission
             help="affirm that you have Pexels' explicit permission to train or evaluate models on its videos "
             "(required for pexels: sources)",
         )
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint", help="a training checkpoint (runs in PyTorch)")
+    model.add_argument("--onnx", metavar="student.onnx", help="an exported student (runs in onnxruntime)")
 
 
 def source_filters(args: argparse.Namespace) -> dict:
@@ -206,56 +213,54 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from streampose.engine.evaluate import evaluate
-    from streampose.engine.train import pick_device
+    from streampose.engine.evaluate import evaluate, summary_line
+    from streampose.model.backends import open_backend
 
     require_pexels_permission(args.sources, args.pexels_permission)
+    backend = open_backend(checkpoint=args.checkpoint, onnx=args.onnx, device=args.device)
     with progress(unit="frame", desc="eval") as bar:
         result = evaluate(
-            args.checkpoint,
+            backend,
             source_videos(args, args.sources),
             teacher=args.teacher,
             stride=args.stride,
             max_frames=args.max_frames,
             max_side=args.max_side,
-            device=str(pick_device(args.device)),
             progress=bar,
         )
     if result["persons"]:
-        print(
-            f"{result['persons']} persons in {result['frames']} frames: MPJPE {result['mpjpe_mm']:.0f} mm "
-            f"(mean pose {result['baseline_mpjpe_mm']:.0f}), PA-MPJPE {result['pa_mpjpe_mm']:.0f} mm "
-            f"(mean pose {result['baseline_pa_mpjpe_mm']:.0f}), PCK@150mm {result['pck_150mm']:.2f}",
-            file=sys.stderr,
-        )
+        print(summary_line(result), file=sys.stderr)
     if args.json:
         emit_json(result)
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from streampose.engine.predict import open_backend, parse_box, predict_video
-    from streampose.engine.train import pick_device
+    from streampose.engine.predict import parse_box, predict_video
+    from streampose.model.backends import open_backend
 
+    if not (args.poses or args.render or args.json):
+        raise StreamPoseError("nothing to do: give --poses poses.jsonl, --render overlay.mp4 and/or --json")
     box = parse_box(args.box) if args.box is not None else None
     backend = open_backend(
         checkpoint=args.checkpoint,
         onnx=args.onnx,
-        device=str(pick_device(args.device)),
+        device=args.device,
         expect_skeleton=args.skeleton,
         threads=args.threads,
     )
     with progress(unit="frame", desc="predict") as bar:
         result = predict_video(
-            args.video, backend, args.out, json_path=args.json, box=box, max_side=args.max_side, progress=bar.update
+            args.video,
+            backend,
+            poses=args.poses,
+            render=args.render,
+            box=box,
+            max_side=args.max_side,
+            progress=bar.update,
         )
-    print(
-        f"{result.frames} frames ({backend.name}, {result.skeleton}, {result.crop_size} px crops): "
-        f"{result.tracked} tracked, {result.reinits} (re)initialisations, mean confidence "
-        f"{result.mean_confidence:.2f}, {result.frames_per_s:.1f} frames/s overall, "
-        f"tracking alone {result.frames / max(result.tracker_seconds, 1e-9):.0f} frames/s; "
-        f"wrote {', '.join(result.outputs)}",
-        file=sys.stderr,
-    )
+    print(result.summary(), file=sys.stderr)
+    if args.json:
+        emit_json(asdict(result) | {"frames_per_s": round(result.frames_per_s, 2)})
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -332,23 +337,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="measure a student against the teacher on held-out video")
     p.add_argument("sources", nargs="+", metavar="SOURCE")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--teacher", default=None, help="default: the checkpoint's teacher")
+    add_model_options(p)
+    p.add_argument("--teacher", default=None, help="default: the student's teacher")
     p.add_argument("--stride", type=int, default=1)
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--max-side", type=int, default=720)
     p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object, the last stdout line")
     add_source_options(p, loop=False, permission=True)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="run the student alone on every frame of a video")
     p.add_argument("video", metavar="VIDEO", help="a video file or an http(s) URL")
-    model = p.add_mutually_exclusive_group(required=True)
-    model.add_argument("--checkpoint", help="a training checkpoint (runs in PyTorch)")
-    model.add_argument("--onnx", metavar="student.onnx", help="an exported student (runs in onnxruntime)")
-    p.add_argument("--out", required=True, metavar="overlay.mp4", help="overlay video: 2D skeleton, crop, 3D panel")
-    p.add_argument("--json", metavar="poses.jsonl", help="one JSON line per frame")
+    add_model_options(p)
+    p.add_argument("--poses", metavar="poses.jsonl", help="write one JSON line per frame")
+    p.add_argument("--render", metavar="overlay.mp4", help="write an overlay video: 2D skeleton, crop, 3D panel")
+    p.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
     p.add_argument(
         "--box",
         metavar="x0,y0,x1,y1",

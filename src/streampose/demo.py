@@ -15,8 +15,9 @@ from pathlib import Path
 
 from streampose import sources
 from streampose.cli import progress
-from streampose.engine.evaluate import evaluate
+from streampose.engine.evaluate import evaluate, summary_line
 from streampose.engine.train import TrainConfig, train
+from streampose.model.backends import open_backend
 from streampose.sources.samples import sample_clip
 from streampose.teachers import teacher_class
 from streampose.viz.report import write_report
@@ -58,17 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     evals = {}
+    student = open_backend(checkpoint=result["checkpoint"], device=cfg.device)
     for name, clip in EVALS.items():
         with progress(unit="frame", desc=f"eval {name}") as bar:
             evals[name] = evaluate(
-                result["checkpoint"], sources.videos([str(sample_clip(clip))]), stride=2, keep_examples=3, progress=bar
+                student, sources.videos([str(sample_clip(clip))]), stride=2, keep_examples=3, progress=bar
             )
-        r = evals[name]
-        print(
-            f"{name}: MPJPE {r['mpjpe_mm']:.0f} mm (mean pose {r['baseline_mpjpe_mm']:.0f}), "
-            f"PA-MPJPE {r['pa_mpjpe_mm']:.0f} mm (mean pose {r['baseline_pa_mpjpe_mm']:.0f}), {r['persons']} persons",
-            file=sys.stderr,
-        )
+        print(f"{name}: {summary_line(evals[name])}", file=sys.stderr)
     skeleton = teacher_class(cfg.teacher).skeleton
     report = write_report(out / "report.png", out / "metrics.jsonl", evals, skeleton)
     summary = {name: {k: v for k, v in r.items() if k != "examples"} for name, r in evals.items()}

@@ -4,6 +4,9 @@ The teacher labels each frame, the same crops the trainer would see are cut (wit
 augmentation), and the student predicts from the crop alone. The baseline predicts the mean
 training pose (stored in the checkpoint) for everyone: a student that does not beat it has
 learnt nothing about the person in front of it.
+
+The student runs through `model.backends`, so a checkpoint (PyTorch) and its exported ONNX model
+(onnxruntime) are evaluated by the same code and agree to float rounding.
 """
 
 from __future__ import annotations
@@ -12,21 +15,18 @@ import time
 from collections.abc import Iterable
 
 import numpy as np
-import torch
 
 from streampose import sources
-from streampose.model.checkpoint import load_checkpoint, student_from
-from streampose.model.student import preferred_layout
+from streampose.errors import StreamPoseError
+from streampose.model.backends import Backend
 from streampose.poses.metrics import pose_metrics
 from streampose.stream import stages
-from streampose.stream.augment import normalize_images
 from streampose.stream.crops import person_crops
 from streampose.teachers import get_teacher, teacher_class
 
 
-@torch.no_grad()
 def evaluate(
-    checkpoint: str,
+    backend: Backend,
     videos: Iterable[sources.Video],
     *,
     teacher: str | None = None,
@@ -34,20 +34,17 @@ def evaluate(
     max_frames: int | None = None,
     max_side: int | None = 720,
     batch_size: int = 64,
-    device: str = "cpu",
     keep_examples: int = 0,
     progress=None,
 ) -> dict:
-    """Metrics of the student and of the mean-pose baseline on every labelled person in `videos`."""
-    ckpt = load_checkpoint(checkpoint)
-    teacher_name = teacher or ckpt["teacher"]
+    """Metrics of the student (`backend`, see `model.backends.open_backend`) and of the mean-pose
+    baseline on every labelled person in `videos`; `teacher` defaults to the student's own."""
+    teacher_name = teacher or backend.teacher
     skeleton = teacher_class(teacher_name).skeleton
-    model = student_from(ckpt, expect_skeleton=skeleton.name).to(device)
-    channels_last, amp_dtype = preferred_layout(model.config.name, device, train=False)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    crop_size = ckpt["preprocess"]["crop_size"]
-    mean_pose = np.asarray(ckpt["mean_pose"], dtype=np.float32)
+    if backend.skeleton.name != skeleton.name:
+        raise StreamPoseError(
+            f"the student predicts skeleton {backend.skeleton.name}, but teacher {teacher_name} labels {skeleton.name}"
+        )
     start = time.perf_counter()
     frames_seen = 0
 
@@ -65,25 +62,24 @@ def evaluate(
     labeller = get_teacher(teacher_name)
     try:
         stream = stages.frames(videos, stride=stride, max_frames=max_frames, max_side=max_side)
-        samples = list(person_crops(counted(stages.labelled(labeller, stream)), size=crop_size))
+        samples = list(person_crops(counted(stages.labelled(labeller, stream)), size=backend.crop_size))
     finally:
         labeller.close()
     if not samples:
         return {"persons": 0, "frames": frames_seen, "error": "the teacher found nobody to evaluate on"}
 
-    preds = []
-    for i in range(0, len(samples), batch_size):
-        images = np.stack([s.image for s in samples[i : i + batch_size]])
-        with torch.autocast(torch.device(device).type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            preds.append(model(normalize_images(images).to(device))["joints3d"].float().cpu().numpy())
-    pred = np.concatenate(preds)
+    batches = range(0, len(samples), batch_size)
+    pred = np.concatenate(
+        [backend(np.stack([s.image for s in samples[i : i + batch_size]]))["joints3d"] for i in batches]
+    )
     target = np.stack([s.joints3d for s in samples])
     vis = np.stack([s.visibility for s in samples])
-    student = pose_metrics(pred, target, vis, skeleton)
-    baseline = pose_metrics(np.broadcast_to(mean_pose, target.shape).copy(), target, vis, skeleton)
-    result = {
-        **student,
-        **{f"baseline_{k}": v for k, v in baseline.items()},
+    result = pose_metrics(pred, target, vis, skeleton)
+    if backend.mean_pose is not None:  # absent from ONNX files exported before it was in their metadata
+        baseline = pose_metrics(np.broadcast_to(backend.mean_pose, target.shape).copy(), target, vis, skeleton)
+        result |= {f"baseline_{k}": v for k, v in baseline.items()}
+    result |= {
+        "backend": backend.name,
         "persons": len(samples),
         "frames": frames_seen,
         "videos": len(video_ids),
@@ -96,3 +92,16 @@ def evaluate(
             {"image": samples[i].image, "teacher": target[i], "student": pred[i], "visibility": vis[i]} for i in picks
         ]
     return result
+
+
+def summary_line(result: dict) -> str:
+    """One line for people: a result of `evaluate` with persons, beside the mean pose's where known."""
+
+    def mm(key: str) -> str:
+        mean = f" (mean pose {result['baseline_' + key]:.0f})" if "baseline_" + key in result else ""
+        return f"{result[key]:.0f} mm{mean}"
+
+    return (
+        f"{result['persons']} persons in {result['frames']} frames ({result['backend']}): MPJPE {mm('mpjpe_mm')}, "
+        f"PA-MPJPE {mm('pa_mpjpe_mm')}, PCK@150mm {result['pck_150mm']:.2f}"
+    )

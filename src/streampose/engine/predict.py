@@ -28,208 +28,32 @@ but an empty crop need not. The square is smoothed with an exponential moving av
 linear, side in log scale) so it does not jitter from frame to frame; the joints written out are
 the raw per-frame predictions, so smoothing adds no lag to them.
 
-Backends. `TorchBackend` runs a checkpoint in the layout/precision `student.preferred_layout`
-measured fastest (bf16 only on batches: see `CPU_AMP_MIN_BATCH`); `OnnxBackend` runs an exported
-model (`streampose.export`) in onnxruntime. Both take uint8 crops and share one preprocessing
-(`augment.normalize_images`)."""
+The student runs through `model.backends` (a checkpoint in PyTorch or an exported model in
+onnxruntime), one crop at a time."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, NamedTuple, Protocol
+from typing import IO, Any, NamedTuple
 
 import cv2
 import numpy as np
-import torch
 
 from streampose import sources
 from streampose.errors import StreamPoseError
 from streampose.files import atomic_write
-from streampose.model.checkpoint import load_checkpoint, student_from
-from streampose.model.export import FORMAT as ONNX_FORMAT
-from streampose.model.export import INPUT as ONNX_INPUT
-from streampose.model.export import OUTPUTS, read_metadata
-from streampose.model.student import preferred_layout
+from streampose.model.backends import Backend
 from streampose.poses.labels import PersonLabel, box_of
-from streampose.poses.skeletons import Skeleton, get_skeleton
-from streampose.stream.augment import IMAGE_MEAN, IMAGE_STD, normalize_images
+from streampose.poses.skeletons import Skeleton
 from streampose.stream.crops import MARGIN, apply_affine, cut_square, invert_affine, square_around
 from streampose.stream.decode import Frame, decode_frames, probe
 from streampose.viz.render import VideoWriter, overlay_frame
-
-# -- backends ---------------------------------------------------------------------------------------
-
-
-class Backend(Protocol):
-    """Runs the student on a batch of crops. Implementations: `TorchBackend`, `OnnxBackend`."""
-
-    name: str
-    skeleton: Skeleton
-    crop_size: int
-    teacher: str
-
-    def __call__(self, crops: np.ndarray) -> dict[str, np.ndarray]:
-        """uint8 (B, S, S, 3) RGB crops -> float32 numpy ``joints3d`` (B, J, 3), ``joints2d``
-        (B, J, 2) in crop pixels / S, ``vis_logits`` (B, J)."""
-        ...
-
-
-def _check_normalisation(mean: Iterable[float], std: Iterable[float], what: str) -> None:
-    """Both backends normalise with `augment.normalize_images` (one definition of preprocessing),
-    which uses the ImageNet statistics every student so far trained with; refuse anything else
-    rather than feed a model inputs scaled unlike its training data."""
-    if not (np.allclose(list(mean), IMAGE_MEAN, atol=1e-6) and np.allclose(list(std), IMAGE_STD, atol=1e-6)):
-        raise StreamPoseError(
-            f"{what} expects normalisation mean {list(mean)}, std {list(std)}; this version only knows "
-            f"mean {list(IMAGE_MEAN)}, std {list(IMAGE_STD)}"
-        )
-
-
-def _check_skeleton(name: str, expect: str | None, what: str) -> Skeleton:
-    if expect and name != expect:
-        raise StreamPoseError(f"{what} predicts skeleton {name}, not {expect}")
-    try:
-        return get_skeleton(name)
-    except KeyError as e:
-        raise StreamPoseError(f"{what}: {e.args[0]}") from None
-
-
-#: On CPU, bf16 autocast (what `student.preferred_layout` picks for inference, measured at batch 32)
-#: is used only for batches at least this big. Measured on this 2-core CPU (small student, 128 px,
-#: channels_last, crops/s fp32 -> bf16): batch 1 177 -> 100, batch 8 483 -> 515, batch 16 683 -> 703.
-#: Tracking runs batch 1, where bf16 only costs (README, "The student on its own").
-CPU_AMP_MIN_BATCH = 8
-
-
-class TorchBackend:
-    """A checkpoint's student in PyTorch.
-
-    ``precision="auto"`` uses `student.preferred_layout` for inference (on this CPU: channels_last,
-    with bf16 autocast for batches of `CPU_AMP_MIN_BATCH` or more, whose 2D joints differ from fp32
-    by a fraction of a crop pixel); ``"fp32"`` runs plain float32 NCHW, which is what `OnnxBackend`
-    matches to float rounding.
-    """
-
-    name = "torch"
-
-    def __init__(
-        self,
-        checkpoint: str | Path | dict,
-        *,
-        device: str | torch.device = "cpu",
-        precision: str = "auto",
-        expect_skeleton: str | None = None,
-        threads: int | None = None,
-    ) -> None:
-        """`threads` sets torch's CPU threads, for the whole process (torch has no per-model setting)."""
-        ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
-        what = "the checkpoint" if isinstance(checkpoint, dict) else str(checkpoint)
-        self.skeleton = _check_skeleton(ckpt["skeleton"], expect_skeleton, what)
-        pre = ckpt.get("preprocess", {})
-        _check_normalisation(pre.get("mean", IMAGE_MEAN), pre.get("std", IMAGE_STD), what)
-        self.device = torch.device(device)
-        if threads:
-            torch.set_num_threads(threads)
-        self.model = student_from(ckpt).to(self.device)
-        self.crop_size = self.model.config.crop_size
-        self.teacher = str(ckpt.get("teacher", ""))
-        if precision == "auto":
-            channels_last, self.amp_dtype = preferred_layout(self.model.config.name, self.device, train=False)
-        elif precision == "fp32":
-            channels_last, self.amp_dtype = False, None
-        else:
-            raise ValueError(f"precision must be 'auto' or 'fp32', not {precision!r}")
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = self.model.to(memory_format=self.memory_format)
-
-    @torch.inference_mode()
-    def __call__(self, crops: np.ndarray) -> dict[str, np.ndarray]:
-        x = normalize_images(torch.from_numpy(np.ascontiguousarray(crops)).to(self.device))
-        x = x.contiguous(memory_format=self.memory_format)
-        amp = self.amp_dtype is not None and (self.device.type != "cpu" or len(crops) >= CPU_AMP_MIN_BATCH)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=amp):
-            out = self.model(x)
-        return {k: out[k].float().cpu().numpy() for k in OUTPUTS}
-
-
-class OnnxBackend:
-    """An exported student (`streampose.export`) in onnxruntime; the file's metadata says everything
-    else (skeleton, crop size, normalisation), and is checked against what this version knows."""
-
-    name = "onnxruntime"
-
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        device: str | torch.device = "cpu",
-        expect_skeleton: str | None = None,
-        threads: int | None = None,
-    ) -> None:
-        import onnxruntime as ort
-
-        path = Path(path)
-        meta = read_metadata(path)
-        if meta.get("streampose.format") != ONNX_FORMAT:
-            raise StreamPoseError(f"{path}: not a stream-pose student ONNX model (no {ONNX_FORMAT} metadata)")
-        try:
-            self.skeleton = _check_skeleton(meta["skeleton"], expect_skeleton, str(path))
-            joints = json.loads(meta["joints"])
-            self.crop_size = int(meta["crop_size"])
-            _check_normalisation(json.loads(meta["mean"]), json.loads(meta["std"]), str(path))
-        except (KeyError, ValueError) as e:
-            raise StreamPoseError(f"{path}: incomplete stream-pose metadata ({type(e).__name__}: {e})") from None
-        if tuple(joints) != self.skeleton.joints:
-            raise StreamPoseError(
-                f"{path}: its metadata lists {len(joints)} joints that disagree with skeleton {self.skeleton.name}"
-            )
-        self.teacher = meta.get("teacher", "")
-        self.metadata = meta
-        providers = ["CPUExecutionProvider"]
-        if torch.device(device).type == "cuda":
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise StreamPoseError("--device cuda: this onnxruntime build has no CUDA execution provider")
-            providers.insert(0, "CUDAExecutionProvider")
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
-        except Exception as e:
-            raise StreamPoseError(f"{path}: onnxruntime cannot load it ({type(e).__name__}: {e})") from None
-        shape = self.session.get_inputs()[0].shape
-        if shape[1:] != [3, self.crop_size, self.crop_size]:
-            raise StreamPoseError(f"{path}: input shape {shape} disagrees with crop size {self.crop_size}")
-
-    def __call__(self, crops: np.ndarray) -> dict[str, np.ndarray]:
-        x = normalize_images(torch.from_numpy(np.ascontiguousarray(crops))).contiguous().numpy()
-        outs = self.session.run(list(OUTPUTS), {ONNX_INPUT: x})
-        return dict(zip(OUTPUTS, outs, strict=True))
-
-
-def open_backend(
-    *,
-    checkpoint: str | Path | None = None,
-    onnx: str | Path | None = None,
-    device: str = "cpu",
-    expect_skeleton: str | None = None,
-    threads: int | None = None,
-) -> Backend:
-    """The torch backend for a checkpoint or the onnxruntime one for an ONNX file (exactly one).
-
-    `threads`: CPU threads for inference (None: the library's default, all cores).
-    """
-    if (checkpoint is None) == (onnx is None):
-        raise StreamPoseError("give exactly one of a checkpoint and an ONNX model")
-    if onnx is not None:
-        return OnnxBackend(onnx, device=device, expect_skeleton=expect_skeleton, threads=threads)
-    return TorchBackend(checkpoint, device=device, expect_skeleton=expect_skeleton, threads=threads)
-
 
 # -- tracking -------------------------------------------------------------------------------------
 
@@ -472,20 +296,30 @@ class PredictResult:
     def frames_per_s(self) -> float:
         return self.frames / self.seconds if self.seconds else 0.0
 
+    def summary(self) -> str:
+        """The command's one line on stderr."""
+        return (
+            f"{self.frames} frames ({self.backend}, {self.skeleton}, {self.crop_size} px crops): {self.tracked} "
+            f"tracked, {self.reinits} (re)initialisations, mean confidence {self.mean_confidence:.2f}, "
+            f"{self.frames_per_s:.1f} frames/s overall, tracking alone "
+            f"{self.frames / max(self.tracker_seconds, 1e-9):.0f} frames/s"
+            + (f"; wrote {', '.join(self.outputs)}" if self.outputs else "")
+        )
+
 
 def predict_video(
     video: str,
     backend: Backend,
-    out: str | Path,
     *,
-    json_path: str | Path | None = None,
+    poses: str | Path | None = None,
+    render: str | Path | None = None,
     box: tuple[float, float, float, float] | None = None,
     max_side: int | None = None,
     config: TrackerConfig | None = None,
     progress: Callable[[], None] | None = None,
 ) -> PredictResult:
-    """Track the person through `video` (a file or URL) and write the overlay to `out`, and with
-    `json_path` one JSON line per frame (`Pose.to_json`), written atomically.
+    """Track the person through `video` (a file or URL); write one JSON line per frame
+    (`Pose.to_json`) to `poses`, atomically, and the overlay video to `render`.
 
     `box` is in the pixels of the decoded frames (after `max_side` scaling, if any). A corrupt
     video raises `DecodeError` before either output exists.
@@ -503,20 +337,20 @@ def predict_video(
         if x1 <= 0 or y1 <= 0 or x0 >= w - 1 or y0 >= h - 1:
             raise StreamPoseError(f"--box {box}: lies outside the {w}x{h} frame")
 
-    result = PredictResult(
-        backend=backend.name, skeleton=backend.skeleton.name, crop_size=backend.crop_size, outputs=[str(out)]
-    )
+    result = PredictResult(backend=backend.name, skeleton=backend.skeleton.name, crop_size=backend.crop_size)
+    result.outputs = [str(p) for p in (poses, render) if p is not None]
     confidence_sum = 0.0
     tracker = Tracker(backend, config, box)
 
     def run(sink: IO[bytes] | None) -> None:
         nonlocal confidence_sum
-        with VideoWriter(out, fps=fps) as writer:
+        with VideoWriter(render, fps=fps) if render is not None else contextlib.nullcontext() as writer:
             for frame in _chain(first, frames):
                 t0 = time.perf_counter()
                 pose = tracker(frame)
                 result.tracker_seconds += time.perf_counter() - t0
-                writer.write(draw(frame.image, pose, backend.skeleton))
+                if writer is not None:
+                    writer.write(draw(frame.image, pose, backend.skeleton))
                 if sink is not None:
                     sink.write((json.dumps(pose.to_json()) + "\n").encode())
                 result.frames += 1
@@ -525,9 +359,8 @@ def predict_video(
                 if progress is not None:
                     progress()
 
-    if json_path is not None:
-        atomic_write(json_path, run)
-        result.outputs.append(str(json_path))
+    if poses is not None:
+        atomic_write(poses, run)
     else:
         run(None)
     result.reinits = tracker.reinits
@@ -539,26 +372,3 @@ def predict_video(
 def _chain(first: Frame, rest: Iterator[Frame]) -> Iterator[Frame]:
     yield first
     yield from rest
-
-
-def crops_per_second(backend: Backend, batch: int, *, rounds: int = 12, warmup: int = 5) -> float:
-    """Crops/s of `backend` on random crops at `batch`: the best of `rounds` medians, after a warm-up.
-
-    Each round times ``max(5, 64 // batch)`` calls and keeps their median, which drops the odd
-    slow call; the best round is the least disturbed moment, since on a CPU shared with other jobs
-    one timing says more about them than about the model. Preprocessing is included (uint8 crops
-    in, numpy out), as `predict` pays it; cutting the crops out of frames is not.
-    """
-    rng = np.random.default_rng(0)
-    crops = rng.integers(0, 256, (batch, backend.crop_size, backend.crop_size, 3), dtype=np.uint8)
-    for _ in range(warmup):
-        backend(crops)
-    best = 0.0
-    for _ in range(rounds):
-        times = []
-        for _ in range(max(5, 64 // batch)):
-            t0 = time.perf_counter()
-            backend(crops)
-            times.append(time.perf_counter() - t0)
-        best = max(best, batch / float(np.median(times)))
-    return best

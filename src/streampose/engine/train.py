@@ -23,11 +23,13 @@ from torch.utils.tensorboard import SummaryWriter
 
 from streampose.engine.distributed import init_distributed, params_checksum
 from streampose.errors import StreamPoseError
+from streampose.model.backends import pick_device
 from streampose.model.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
-from streampose.model.student import build_student, preferred_layout
+from streampose.model.preprocess import IMAGE_MEAN, IMAGE_STD, preferred_layout
+from streampose.model.student import build_student
 from streampose.sources import SourceFilters, refs
 from streampose.sources.provenance import PendingEntries, ProvenanceLog
-from streampose.stream.augment import IMAGE_MEAN, IMAGE_STD, AugmentConfig
+from streampose.stream.augment import AugmentConfig
 from streampose.stream.buffer import RingBuffer
 from streampose.stream.loader import BatchLoader
 from streampose.stream.producers import ProducerConfig, ProducerPool
@@ -70,16 +72,6 @@ class TrainConfig:
     save_every: int = 500
     seed: int = 0
     resume: bool = False
-
-
-def pick_device(name: str) -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:

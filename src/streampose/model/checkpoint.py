@@ -1,13 +1,26 @@
 """Checkpoints: everything needed to resume training exactly, or to run the student alone.
 
+Students are meant to be shared, so a checkpoint is data, never code: it is read with
+``torch.load(weights_only=True)``, whose unpickler builds only tensors and plain containers
+(dict, list, tuple, str, int, float, bool, None) and refuses every other class or function a
+crafted pickle names. `save_checkpoint` therefore writes only such values: numpy arrays become
+``{"__ndarray__": tensor}`` (turned back into arrays on load), numpy scalars become Python
+numbers, RNG states are lists and tensors (`rng_states`), and anything else is refused at save
+time rather than producing a file that cannot be read back. Checkpoints of format 1 (pickles
+holding numpy objects) and crafted files are refused with one line; nothing in them runs.
+
 Written atomically (see `files`), so a crash or a kill mid-write leaves the previous
 `last.pt` intact.
 """
 
 from __future__ import annotations
 
+import pickle
 import random
+import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,21 +30,70 @@ from streampose.files import atomic_torch_save
 from streampose.model.student import Student
 from streampose.poses.skeletons import get_skeleton
 
-FORMAT = "streampose-checkpoint/1"
+FORMAT = "streampose-checkpoint/2"
+_NDARRAY = "__ndarray__"
 
 
 def rng_states() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """torch's, numpy's and Python's global RNG states as a tensor, lists and ints."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, python_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": version, "internal": list(internal), "gauss": python_gauss},
+    }
 
 
 def restore_rng_states(states: dict) -> None:
     torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
-    random.setstate(states["python"])
+    n = states["numpy"]
+    np.random.set_state(("MT19937", np.array(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = states["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
+
+
+def _to_plain(value: Any, where: str) -> Any:
+    """`value` as what the weights-only unpickler can rebuild (see the module docstring)."""
+    if value is None or isinstance(value, (str, bool, int, float, torch.Tensor)):
+        return value
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            raise TypeError(f"checkpoint entry {where}: numpy arrays of Python objects cannot be stored")
+        return {_NDARRAY: torch.from_numpy(np.array(value))}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Mapping):
+        if _is_state_dict(value):
+            return value  # kept as it is (an OrderedDict with its version _metadata)
+        if bad := [k for k in value if not isinstance(k, (str, int))]:
+            raise TypeError(f"checkpoint entry {where}: keys must be strings or integers, not {bad[0]!r}")
+        return {k: _to_plain(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [_to_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if isinstance(value, list) else tuple(items)
+    raise TypeError(f"checkpoint entry {where}: {type(value).__name__} is not plain data (tensors, numbers, ...)")
+
+
+def _from_plain(value: Any) -> Any:
+    if isinstance(value, dict) and not _is_state_dict(value):
+        if set(value) == {_NDARRAY}:
+            return value[_NDARRAY].numpy()
+        return {k: _from_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [_from_plain(v) for v in value]
+        return items if isinstance(value, list) else tuple(items)
+    return value
+
+
+def _is_state_dict(value: Mapping) -> bool:
+    return bool(value) and _NDARRAY not in value and all(isinstance(v, torch.Tensor) for v in value.values())
 
 
 def save_checkpoint(path: str | Path, **state) -> Path:
-    return atomic_torch_save({"format": FORMAT, **state}, path)
+    """Write `state` (state dicts, numbers, strings, numpy arrays, `rng_states()`) to `path` atomically."""
+    plain = {key: _to_plain(value, key) for key, value in state.items()}
+    return atomic_torch_save({"format": FORMAT, **plain}, path)
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -40,13 +102,23 @@ def load_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise StreamPoseError(f"{path}: no such checkpoint")
     try:
-        # Our own files hold numpy RNG state and Python tuples, so not weights_only.
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        named = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if named:
+            raise StreamPoseError(
+                f"{path}: refused: it holds pickled Python objects ({named.group(1)}) that loading could run "
+                f"as code; {FORMAT} checkpoints hold only tensors and plain data (README: 'Checkpoints are data')"
+            ) from None
+        raise StreamPoseError(f"{path}: not a readable checkpoint (not a weights-only torch file)") from None
     except Exception as e:
-        raise StreamPoseError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise StreamPoseError(f"{path}: not a readable checkpoint ({type(e).__name__}: {reason})") from None
+    if not isinstance(ckpt, dict) or not str(ckpt.get("format", "")).startswith("streampose-checkpoint/"):
         raise StreamPoseError(f"{path}: not a stream-pose checkpoint")
-    return ckpt
+    if ckpt["format"] != FORMAT:
+        raise StreamPoseError(f"{path}: a {ckpt['format']} checkpoint; this version reads {FORMAT} (retrain)")
+    return _from_plain(ckpt)
 
 
 def student_from(ckpt: dict, expect_skeleton: str | None = None) -> Student:

@@ -1,10 +1,10 @@
 """`streampose export`: the trained student as one self-describing ONNX file.
 
-Why ONNX: the student then runs wherever onnxruntime does (no PyTorch, no checkpoint pickle,
-which `torch.load` can only read with ``weights_only=False``). Why self-describing: everything
-`streampose predict --onnx` needs besides pixels (the skeleton, the crop size, the
-normalisation, the student's config, the teacher it learnt from) rides in the model's
-``metadata_props``, so the .onnx file is the whole deliverable.
+Why ONNX: the student then runs wherever onnxruntime does (no PyTorch). Why self-describing:
+everything `streampose predict --onnx` and `eval --onnx` need besides pixels (the skeleton, the
+crop size, the normalisation, the student's config, the teacher it learnt from, the mean
+training pose for eval's baseline) rides in the model's ``metadata_props``, so the .onnx file is
+the whole deliverable.
 
 Graph contract (``FORMAT``):
 - input ``image``: float32 (batch, 3, S, S), RGB, ``(pixel / 255 - mean) / std`` with ``mean``
@@ -12,7 +12,7 @@ Graph contract (``FORMAT``):
   the graph identical to the trained network, so ONNX and PyTorch agree to float rounding;
   the price is that callers normalise (one multiply-add per value).
 - outputs ``joints3d`` (batch, J, 3) metres root-relative, ``joints2d`` (batch, J, 2) crop
-  pixels / S, ``vis_logits`` (batch, J); see `streampose.student`.
+  pixels / S, ``vis_logits`` (batch, J); see `streampose.model.student`.
 - the batch axis is dynamic; opset 17 (what onnxruntime 1.1x and later all run).
 
 Exported with the TorchScript-based exporter (``dynamo=False``): the dynamo exporter needs
@@ -26,6 +26,7 @@ import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 from torch import nn
@@ -33,8 +34,8 @@ from torch import nn
 from streampose.errors import StreamPoseError
 from streampose.files import atomic_write
 from streampose.model.checkpoint import load_checkpoint, student_from
+from streampose.model.preprocess import IMAGE_MEAN, IMAGE_STD
 from streampose.poses.skeletons import get_skeleton
-from streampose.stream.augment import IMAGE_MEAN, IMAGE_STD
 
 FORMAT = "streampose-student-onnx/1"
 OPSET = 17
@@ -62,7 +63,7 @@ def onnx_metadata(ckpt: dict) -> dict[str, str]:
     except KeyError as e:
         raise StreamPoseError(f"the checkpoint's skeleton is unknown: {e.args[0]}") from None
     pre = ckpt.get("preprocess", {})
-    return {
+    meta = {
         "streampose.format": FORMAT,
         "skeleton": skeleton.name,
         "joints": json.dumps(list(skeleton.joints)),
@@ -79,6 +80,9 @@ def onnx_metadata(ckpt: dict) -> dict[str, str]:
         "outputs": "joints3d (batch, J, 3) metres root-relative; joints2d (batch, J, 2) crop pixels / S; "
         "vis_logits (batch, J)",
     }
+    if "mean_pose" in ckpt:
+        meta["mean_pose"] = json.dumps(np.asarray(ckpt["mean_pose"], dtype=np.float64).tolist())
+    return meta
 
 
 def export_onnx(checkpoint: str | Path | dict, path: str | Path) -> Path:

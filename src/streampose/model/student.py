@@ -15,7 +15,7 @@ Why this shape:
   rebuilds the exact network even if the named sizes in `STUDENT_SIZES` change later.
 
 Input: float RGB shaped (B, 3, S, S) with S = ``config.crop_size``, normalised with the ImageNet
-mean/std as `streampose.augment.normalize_images` does (checkpoints record this under
+mean/std as `streampose.model.preprocess.normalize_images` does (checkpoints record this under
 "preprocess"). The network itself applies no fixed normalisation: the stem's BatchNorm would
 absorb any, and keeping it outside keeps one definition of preprocessing in the project.
 Outputs (always float32, also under autocast):
@@ -173,47 +173,6 @@ STUDENT_SIZES: dict[str, _SizeSpec] = {
     "base": _SizeSpec(stem=16, blocks=_BASE_BLOCKS, neck=128, head=192),
 }
 DEFAULT_SIZE = "small"
-
-# Best (channels_last, autocast dtype) on this project's 2-core AVX-512/bf16 CPU, per size, from
-# benchmarks/student_speed.py (2026-11, torch 2.13, batch 32, each configuration in its own process,
-# median of 7 repeats, best of 2 rounds; samples/s at 128 px / 192 px):
-#   train  micro: fp32 422/199, channels_last 515/262, cl+bf16 352/206
-#          small: fp32 183/99,  channels_last 253/136, cl+bf16 152/85
-#          base:  fp32 71/34,   channels_last 99/50,   cl+bf16 69/38
-#   infer  micro: fp32 1501/664, cl 1403/655, cl+bf16 3296/1526
-#          small: fp32 1070/380, cl 933/412,  cl+bf16 1200/882
-#          base:  fp32 236/103,  cl 284/114,  cl+bf16 556/224
-# Training: channels_last alone wins for every size (1.2-1.5x); bf16 autocast costs more than it
-# saves in the depthwise/SE/BN-heavy backward (0.83-1.12x of fp32, always below channels_last).
-# Inference: channels_last + bf16 wins for every size (1.1-2.4x).
-_CPU_TRAIN_LAYOUT: dict[str, tuple[bool, torch.dtype | None]] = {
-    "micro": (True, None),
-    "small": (True, None),
-    "base": (True, None),
-}
-_CPU_INFER_LAYOUT: dict[str, tuple[bool, torch.dtype | None]] = {
-    "micro": (True, torch.bfloat16),
-    "small": (True, torch.bfloat16),
-    "base": (True, torch.bfloat16),
-}
-
-
-def preferred_layout(
-    size: str, device: str | torch.device = "cpu", train: bool = True
-) -> tuple[bool, torch.dtype | None]:
-    """(use channels_last?, autocast dtype or None) that ran fastest for `size` on `device`.
-
-    On CUDA: channels_last with bf16 where the GPU supports it, else fp16 (tensor cores want
-    NHWC and half precision). On CPU: the measured tables above, for training (``train=True``)
-    or inference. Sizes not in the tables (custom configs) get channels_last fp32, which never
-    lost badly for these depthwise nets. The model outputs stay float32 under autocast.
-    """
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        return True, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    table = _CPU_TRAIN_LAYOUT if train else _CPU_INFER_LAYOUT
-    return table.get(size, (True, None))
-
 
 # ---------------------------------------------------------------------------------------------
 # Layers

@@ -24,9 +24,7 @@ import cv2
 import numpy as np
 import torch
 
-# ImageNet RGB statistics in 0-1 units: the student's backbones are pretrained with them.
-IMAGE_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGE_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+from streampose.model.preprocess import normalize_images
 
 # Rec. 601 luma weights, for the grey that contrast and saturation pull towards.
 _LUMA = np.array([0.299, 0.587, 0.114])
@@ -165,27 +163,10 @@ def colour_jitter(images: np.ndarray, factors: np.ndarray, mask: np.ndarray) -> 
     return out
 
 
-def normalize_images(images_uint8_nhwc: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 (N, H, W, 3) RGB -> float32 (N, 3, H, W) normalised, in channels_last memory.
-
-    channels_last is the NHWC bytes seen as NCHW, so no transpose copy is made, and it is the
-    layout convolutions run fastest in. Pass a tensor already on the GPU to move 1 byte per
-    value over the bus instead of 4; the result stays on the input's device.
-    """
-    t = torch.as_tensor(images_uint8_nhwc)
-    if t.dtype != torch.uint8 or t.ndim != 4 or t.shape[-1] != 3:
-        raise ValueError(f"expected uint8 (N, H, W, 3) images, got {tuple(t.shape)} {t.dtype}")
-    x = t.permute(0, 3, 1, 2).to(torch.float32).contiguous(memory_format=torch.channels_last)
-    scale = torch.tensor([1.0 / (255.0 * s) for s in IMAGE_STD], dtype=torch.float32, device=x.device)
-    bias = torch.tensor([-m / s for m, s in zip(IMAGE_MEAN, IMAGE_STD, strict=True)], device=x.device)
-    x.mul_(scale.view(1, 3, 1, 1)).add_(bias.view(1, 3, 1, 1))
-    return x
-
-
 def to_model_inputs(batch: dict[str, np.ndarray], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """A (possibly augmented) batch as tensors on `device`: normalised images, float32 labels.
 
-    Images travel as uint8 and are normalised on the device (see `normalize_images`).
+    Images travel as uint8 and are normalised on the device (see `preprocess.normalize_images`).
     """
     out: dict[str, torch.Tensor] = {}
     for key, value in batch.items():
