@@ -47,7 +47,6 @@ import cv2
 import numpy as np
 import torch
 
-from streampose import sources
 from streampose.errors import StreamPoseError
 from streampose.files import atomic_write
 from streampose.model.checkpoint import load_checkpoint, student_from
@@ -57,6 +56,7 @@ from streampose.model.export import OUTPUTS, read_metadata
 from streampose.model.student import preferred_layout
 from streampose.poses.labels import PersonLabel, box_of
 from streampose.poses.skeletons import Skeleton, get_skeleton
+from streampose.stream import stages
 from streampose.stream.augment import IMAGE_MEAN, IMAGE_STD, normalize_images
 from streampose.stream.crops import MARGIN, apply_affine, cut_square, invert_affine, square_around
 from streampose.stream.decode import Frame, decode_frames, probe
@@ -491,7 +491,7 @@ def predict_video(
     video raises `DecodeError` before either output exists.
     """
     start = time.perf_counter()
-    data = sources.load(video)
+    data = stages.one_video(video)
     fps = probe(data.data, data.id).fps
     frames = decode_frames(data.data, data.id, max_side=max_side)
     first = next(frames, None)  # a video that decodes nothing raises here, before any output exists
