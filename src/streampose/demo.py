@@ -13,11 +13,12 @@ import json
 import sys
 from pathlib import Path
 
-from streampose import sources
 from streampose.cli import progress
 from streampose.engine.evaluate import evaluate
 from streampose.engine.train import TrainConfig, train
+from streampose.sources import refs
 from streampose.sources.samples import sample_clip
+from streampose.stream import stages
 from streampose.teachers import teacher_class
 from streampose.viz.report import write_report
 
@@ -61,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, clip in EVALS.items():
         with progress(unit="frame", desc=f"eval {name}") as bar:
             evals[name] = evaluate(
-                result["checkpoint"], sources.videos([str(sample_clip(clip))]), stride=2, keep_examples=3, progress=bar
+                result["checkpoint"],
+                stages.videos(refs([str(sample_clip(clip))])),
+                stride=2,
+                keep_examples=3,
+                progress=bar,
             )
         r = evals[name]
         print(

@@ -15,3 +15,7 @@ class SourceError(StreamPoseError):
 
 class TeacherUnavailable(StreamPoseError):
     """A teacher's package, weights or model files are missing; the message says how to get them."""
+
+
+class RankFailure(RuntimeError):
+    """This rank stopped because of an error in a distributed run, often another rank's death (exit 1)."""

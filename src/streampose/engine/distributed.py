@@ -25,11 +25,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from streampose.errors import RankFailure
 from streampose.sources import VideoRef
-
-
-class RankFailure(RuntimeError):
-    """This rank stopped because of an error in a distributed run, often another rank's death."""
 
 
 def shard_key(ref: VideoRef) -> str:

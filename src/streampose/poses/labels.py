@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from streampose.errors import StreamPoseError
 
@@ -178,6 +177,8 @@ def load_labels(path) -> tuple[dict, list[FrameLabels]]:
 
 
 def _load_old(path) -> tuple[dict, list[FrameLabels]]:
+    import torch  # only for files of format 1; reading labels needs no torch otherwise
+
     try:
         data = torch.load(path, weights_only=True)
     except Exception as e:
