@@ -158,9 +158,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def early_train_lock(argv: list[str]) -> RunLock | None:
-    """`train`'s run-folder lock, taken before anything slow is imported (torch takes seconds), so
-    a second run on a busy folder is refused at once. Only an existing folder can be busy; a new
-    one is locked by `cmd_train` after the options are checked. Under torchrun only rank 0 locks."""
+    """`train`'s lock on an existing run folder, taken before torch is imported (seconds), so a run
+    on a busy folder is refused at once; `cmd_train` locks a new one. Only rank 0 locks."""
     if not argv or argv[0] != "train" or os.environ.get("RANK", "0") != "0" or {"-h", "--help"} & set(argv):
         return None
     pre = argparse.ArgumentParser(add_help=False)
@@ -260,9 +259,44 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, skeleton {ckpt['skeleton']})", file=sys.stderr)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def config_option(p: argparse.ArgumentParser, flag: str, kind: type | None = None, **kwargs) -> None:
+    """A train option whose default (and type, unless given) is `TrainConfig`'s field of that name."""
+    default = getattr(TRAIN, flag[2:].replace("-", "_"))
+    p.add_argument(flag, type=kind or type(default), default=default, **kwargs)
+
+
+def add_train_parser(sub) -> None:
     from streampose.model.student import STUDENT_SIZES  # imports torch: after `early_train_lock`
 
+    p = sub.add_parser("train", help="train the student from the live stream")
+    p.add_argument(
+        "--source", action="append", nargs="+", required=True, metavar="SOURCE",
+        help="one or more SOURCEs (repeatable: --source A B --source C); read in a loop",
+    )  # fmt: skip
+    config_option(p, "--teacher", choices=sorted(TEACHERS))
+    config_option(p, "--student", choices=list(STUDENT_SIZES), help="student size")
+    config_option(p, "--out", help="run folder: checkpoints, metrics.jsonl, tb/ (one run at a time)")
+    config_option(p, "--minutes", float, help="optional wall-clock cap")
+    config_option(p, "--min-fill", help="samples in the buffer before training starts")
+    config_option(p, "--max-replay", float, help="wait for fresh data above this replay ratio")
+    config_option(p, "--device", help="auto, cpu, cuda, cuda:1, mps")
+    config_option(p, "--threads", int, help="torch CPU threads")
+    config_option(p, "--max-frames", int, help="per video and pass")
+    config_option(p, "--dist-timeout", help="seconds a rank waits for the others (torchrun)")
+    for flag in ("--steps", "--batch-size", "--lr", "--warmup", "--crop-size", "--buffer-gb", "--producers"):
+        config_option(p, flag)
+    for flag in ("--stride", "--max-side", "--loss-3d", "--loss-2d", "--loss-vis", "--save-every", "--log-every"):
+        config_option(p, flag)
+    config_option(p, "--seed")
+    p.add_argument("--no-augment", dest="augment", action="store_false")
+    p.add_argument("--compile", action="store_true", help="torch.compile the student")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--json", action="store_true")
+    add_source_options(p, loop=False)
+    p.set_defaults(func=cmd_train)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="streampose", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -286,46 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sheet-frames", type=int, default=12)
     p.set_defaults(func=cmd_view)
 
-    p = sub.add_parser("train", help="train the student from the live stream")
-    p.add_argument(
-        "--source", action="append", nargs="+", required=True, metavar="SOURCE",
-        help="one or more SOURCEs (repeatable: --source A B --source C); read in a loop",
-    )  # fmt: skip
-    p.add_argument("--teacher", default=TRAIN.teacher, choices=sorted(TEACHERS))
-    p.add_argument("--student", default=TRAIN.student, choices=list(STUDENT_SIZES), help="student size")
-    p.add_argument("--steps", type=int, default=TRAIN.steps)
-    p.add_argument("--minutes", type=float, default=TRAIN.minutes, help="optional wall-clock cap")
-    p.add_argument("--out", default=TRAIN.out, help="run folder: checkpoints, metrics.jsonl, tb/ (one run at a time)")
-    p.add_argument("--batch-size", type=int, default=TRAIN.batch_size)
-    p.add_argument("--lr", type=float, default=TRAIN.lr)
-    p.add_argument("--warmup", type=int, default=TRAIN.warmup)
-    p.add_argument("--crop-size", type=int, default=TRAIN.crop_size)
-    p.add_argument("--buffer-gb", type=float, default=TRAIN.buffer_gb)
-    p.add_argument("--min-fill", type=int, default=TRAIN.min_fill, help="samples in the buffer before training starts")
-    p.add_argument(
-        "--max-replay", type=float, default=TRAIN.max_replay, help="wait for fresh data above this replay ratio"
-    )
-    p.add_argument("--producers", type=int, default=TRAIN.producers)
-    p.add_argument("--stride", type=int, default=TRAIN.stride)
-    p.add_argument("--max-side", type=int, default=TRAIN.max_side)
-    p.add_argument("--loss-3d", type=float, default=TRAIN.loss_3d)
-    p.add_argument("--loss-2d", type=float, default=TRAIN.loss_2d)
-    p.add_argument("--loss-vis", type=float, default=TRAIN.loss_vis)
-    p.add_argument("--no-augment", dest="augment", action="store_false")
-    p.add_argument("--device", default=TRAIN.device, help="auto, cpu, cuda, cuda:1, mps")
-    p.add_argument("--compile", action="store_true", help="torch.compile the student")
-    p.add_argument("--threads", type=int, default=TRAIN.threads, help="torch CPU threads")
-    p.add_argument("--max-frames", type=int, default=TRAIN.max_frames, help="per video and pass")
-    p.add_argument(
-        "--dist-timeout", type=float, default=TRAIN.dist_timeout, help="seconds a rank waits for the others (torchrun)"
-    )
-    p.add_argument("--save-every", type=int, default=TRAIN.save_every)
-    p.add_argument("--log-every", type=int, default=TRAIN.log_every)
-    p.add_argument("--seed", type=int, default=TRAIN.seed)
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--json", action="store_true")
-    add_source_options(p, loop=False)
-    p.set_defaults(func=cmd_train)
+    add_train_parser(sub)
 
     p = sub.add_parser("eval", help="measure a student against the teacher on held-out video")
     p.add_argument("sources", nargs="+", metavar="SOURCE")
