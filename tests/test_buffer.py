@@ -8,8 +8,9 @@ import time
 import numpy as np
 import pytest
 
+from streampose.errors import ProducerError
 from streampose.poses.skeletons import get_skeleton
-from streampose.stream.buffer import BufferClosedError, ProducerError, RingBuffer
+from streampose.stream.buffer import BufferClosedError, RingBuffer
 from streampose.stream.crops import Sample
 
 J = get_skeleton("comotion27").num_joints

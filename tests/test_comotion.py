@@ -23,6 +23,7 @@ from streampose.stream.crops import crop_person
 from streampose.stream.decode import decode_frames
 from streampose.teachers import TEACHERS, teacher_class
 from streampose.teachers import comotion as cm
+from streampose.teachers import comotion_install as cmi
 
 SK = get_skeleton("comotion27")
 SIZE = (480, 640)  # (height, width)
@@ -286,14 +287,14 @@ def test_teacher_intrinsics_overrides():
 
 def test_device_plan():
     facts = dict(cuda=False, mps=False, macos=False, coreml=False)
-    assert cm.plan_device("auto", **{**facts, "cuda": True}) == cm.DevicePlan("cuda", False, False, False)
-    mac = cm.plan_device("auto", **{**facts, "mps": True, "macos": True, "coreml": True})
-    assert mac == cm.DevicePlan("cpu", use_mps=True, use_coreml=True, slow=False)
-    no_coreml = cm.plan_device("auto", **{**facts, "mps": True, "macos": True})
+    assert cmi.plan_device("auto", **{**facts, "cuda": True}) == cmi.DevicePlan("cuda", False, False, False)
+    mac = cmi.plan_device("auto", **{**facts, "mps": True, "macos": True, "coreml": True})
+    assert mac == cmi.DevicePlan("cpu", use_mps=True, use_coreml=True, slow=False)
+    no_coreml = cmi.plan_device("auto", **{**facts, "mps": True, "macos": True})
     assert no_coreml.use_mps and not no_coreml.use_coreml
-    assert cm.plan_device("auto", **facts).slow
+    assert cmi.plan_device("auto", **facts).slow
     with pytest.raises(TeacherUnavailable, match="CUDA"):
-        cm.plan_device("cuda", **facts)
+        cmi.plan_device("cuda", **facts)
 
 
 # ------------------------------------------------------------------ install checks
@@ -310,7 +311,7 @@ def _make_package(root, *files: str):
 
 def _message(search_path) -> str:
     with pytest.raises(TeacherUnavailable) as e:
-        cm.check_install(search_path)
+        cmi.check_install(search_path)
     msg = str(e.value)
     assert "\n" not in msg
     return msg
@@ -326,21 +327,21 @@ def test_missing_pieces_are_named_one_at_a_time(tmp_path):
     msg = _message(path)
     assert "not a complete ml-comotion package" in msg and "models/comotion.py" in msg
 
-    _make_package(tmp_path, *cm.PACKAGE_FILES)
+    _make_package(tmp_path, *cmi.PACKAGE_FILES)
     msg = _message(path)
     assert "get_pretrained_models.sh" in msg
     assert "comotion_detection_checkpoint.pt" in msg and "comotion_refine_checkpoint.pt" in msg
 
-    _make_package(tmp_path, cm.DETECTION_CHECKPOINT)
+    _make_package(tmp_path, cmi.DETECTION_CHECKPOINT)
     msg = _message(path)
     assert "comotion_refine_checkpoint.pt" in msg and "comotion_detection_checkpoint.pt" not in msg
 
-    _make_package(tmp_path, cm.REFINE_CHECKPOINT)
+    _make_package(tmp_path, cmi.REFINE_CHECKPOINT)
     msg = _message(path)
     assert "SMPL_NEUTRAL.pkl" in msg and "smpl.is.tue.mpg.de" in msg and "non-commercial" in msg
     assert str(pkg / "data" / "smpl" / "SMPL_NEUTRAL.pkl") in msg
 
-    _make_package(tmp_path, cm.SMPL_MODEL)
+    _make_package(tmp_path, cmi.SMPL_MODEL)
     msg = _message(path)
     assert msg.startswith("chumpy is not installed") and "SMPL_NEUTRAL.pkl" in msg
     assert "git+https://github.com/mattloper/chumpy" in msg
@@ -357,22 +358,22 @@ def test_missing_pieces_are_named_one_at_a_time(tmp_path):
     assert "scenedetect 0.7.1 is installed" in msg and "scenedetect<0.7" in msg and "frame_rate" in msg
 
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: scenedetect\nVersion: 0.6.5.2\n")
-    assert cm.check_install(path) == pkg
+    assert cmi.check_install(path) == pkg
 
 
 def test_package_found_on_sys_path(tmp_path, monkeypatch):
-    pkg = _make_package(tmp_path, *cm.PACKAGE_FILES)
+    pkg = _make_package(tmp_path, *cmi.PACKAGE_FILES)
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert cm.find_comotion_package() == pkg
+    assert cmi.find_comotion_package() == pkg
 
 
 def test_check_functions_take_paths(tmp_path):
-    pkg = _make_package(tmp_path, *cm.PACKAGE_FILES, cm.DETECTION_CHECKPOINT, cm.REFINE_CHECKPOINT)
-    cm.check_checkpoints(pkg)
+    pkg = _make_package(tmp_path, *cmi.PACKAGE_FILES, cmi.DETECTION_CHECKPOINT, cmi.REFINE_CHECKPOINT)
+    cmi.check_checkpoints(pkg)
     with pytest.raises(TeacherUnavailable, match="SMPL_NEUTRAL.pkl"):
-        cm.check_smpl(pkg)
+        cmi.check_smpl(pkg)
     with pytest.raises(TeacherUnavailable, match="chumpy"):
-        cm.check_chumpy([tmp_path])
+        cmi.check_chumpy([tmp_path])
 
 
 @pytest.mark.skipif(importlib.util.find_spec("comotion_demo") is not None, reason="CoMotion is installed here")

@@ -467,7 +467,7 @@ def test_pexels_orientation_and_duration_filters(fake, http):
 
 def test_pexels_terms_notice_printed_once():
     code = (
-        "from streampose.http import Http; from streampose.pexels import PexelsSearch\n"
+        "from streampose.sources.http import Http; from streampose.sources.pexels import PexelsSearch\n"
         "h = Http()\n"
         f"PexelsSearch('a', http=h, api_key={KEY!r}); PexelsSearch('b', http=h, api_key={KEY!r})\n"
     )

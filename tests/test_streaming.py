@@ -8,12 +8,14 @@ import subprocess
 import sys
 import textwrap
 import threading
+from pathlib import Path
 
 import pytest
 
+from streampose.errors import ProducerError
 from streampose.sources import refs
 from streampose.stream.augment import AugmentConfig
-from streampose.stream.buffer import ProducerError, RingBuffer
+from streampose.stream.buffer import RingBuffer
 from streampose.stream.loader import BatchLoader
 from streampose.stream.producers import ProducerConfig, ProducerPool
 from streampose.teachers import get_teacher
@@ -99,7 +101,7 @@ AUDIT_SCRIPT = textwrap.dedent(
     """
     import json, os, sys, threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    from streampose.audit import WriteAudit
+    from audit import WriteAudit
 
     clip, out = sys.argv[1], sys.argv[2]
     payload = open(clip, "rb").read()
@@ -151,12 +153,18 @@ AUDIT_SCRIPT = textwrap.dedent(
 )
 
 
+def with_tests_on_path() -> dict[str, str]:
+    """The environment for a subprocess that imports the test-only write audit (tests/audit.py)."""
+    path = os.pathsep.join(p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path}
+
+
 @pytest.mark.slow
 def test_streaming_writes_nothing_outside_the_output_folder(sports2d, tmp_path):
     out, tmp = tmp_path / "out", tmp_path / "tmp"
     out.mkdir()
     tmp.mkdir()
-    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {**with_tests_on_path(), "TMPDIR": str(tmp), "PYTHONDONTWRITEBYTECODE": "1"}
     result = subprocess.run(
         [sys.executable, "-c", AUDIT_SCRIPT, str(sports2d), str(out)],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
@@ -177,7 +185,7 @@ def test_audit_catches_a_write(tmp_path):
     script = textwrap.dedent(
         """
         import sys
-        from streampose.audit import WriteAudit
+        from audit import WriteAudit
         audit = WriteAudit([sys.argv[1]]).start()
         open(sys.argv[2], "wb").write(b"frame bytes")
         print(audit.stop())
@@ -185,6 +193,6 @@ def test_audit_catches_a_write(tmp_path):
     )
     result = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path / "allowed"), str(tmp_path / "leak.mp4")],
-        capture_output=True, text=True, check=True,
+        env=with_tests_on_path(), capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert "leak.mp4" in result.stdout

@@ -15,15 +15,14 @@ import warnings
 
 from tqdm import tqdm
 
-from streampose import sources
+from streampose import __version__, sources
 from streampose.engine.config import TrainConfig
 from streampose.engine.runlock import RunLock
-from streampose.errors import RankFailure, StreamPoseError
+from streampose.errors import ReportedError, StreamPoseError
 from streampose.poses.labels import load_labels
 from streampose.poses.skeletons import get_skeleton
 from streampose.sources.base import MAX_VIDEO_MB
 from streampose.stream import stages
-from streampose.stream.buffer import ProducerError
 from streampose.stream.decode import decode_frames, probe
 from streampose.teachers import TEACHERS, get_teacher
 from streampose.viz.render import VideoWriter, contact_sheet, overlay_frame, save_png
@@ -298,6 +297,7 @@ def add_train_parser(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="streampose", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("label", help="label videos with a teacher")
@@ -375,15 +375,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         args.lock = lock
         code = args.func(args)
-    except StreamPoseError as e:
+    except ReportedError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    except ProducerError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2 if isinstance(e.__cause__, StreamPoseError) else 1
-    except RankFailure as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -19,11 +19,8 @@ from collections import deque
 
 import numpy as np
 
+from streampose.errors import ProducerError
 from streampose.stream.crops import Sample
-
-
-class ProducerError(RuntimeError):
-    """A producer failed; raised in the consumer so the failure is not silently a stall."""
 
 
 class BufferClosedError(RuntimeError):

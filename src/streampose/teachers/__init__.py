@@ -22,6 +22,8 @@ from streampose.poses.skeletons import Skeleton
 class Teacher(Protocol):
     name: str
     skeleton: Skeleton
+    licence: str  # the teacher's own licence, as a model card states it
+    terms: str | None  # what its licence imposes on a student trained on its labels, if anything
 
     def start_video(self, size: tuple[int, int]) -> None:
         """Reset tracking state before the first frame of a new video of (height, width)."""

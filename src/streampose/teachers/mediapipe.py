@@ -47,6 +47,8 @@ def _import_mediapipe():
 class MediaPipeTeacher:
     name = "mediapipe"
     skeleton = get_skeleton("blazepose33")
+    licence = "Apache-2.0 (MediaPipe and its BlazePose GHUM 3D models)"
+    terms = None  # nothing carries over to a student beyond the Apache-2.0 notice
 
     def __init__(self, complexity: int = 1, min_detection: float = 0.5, min_tracking: float = 0.5) -> None:
         mp = _import_mediapipe()

@@ -1,0 +1,61 @@
+"""The Rerun viewer: a recording of real frames and teacher labels reads back with Rerun's own API."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streampose.errors import StreamPoseError
+from streampose.stream.decode import decode_frames
+from streampose.viz import rerun as viewer
+
+rerun = pytest.importorskip("rerun", reason="rerun-sdk is an optional extra: pip install 'streampose[viz]'")
+
+
+@pytest.mark.slow
+def test_recording_holds_frames_and_every_persons_2d_and_3d_skeleton(clip, mediapipe_teacher, tmp_path):
+    video = clip("pose2sim-single-cam01")
+    frames = list(decode_frames(video.read_bytes(), video.name, stride=10, max_frames=6, max_side=480))
+    mediapipe_teacher.start_video(frames[0].image.shape[:2])
+    persons = mediapipe_teacher.label([f.image for f in frames])
+    assert sum(map(len, persons)) >= 4  # the man on the platform is in most of these frames
+
+    path = tmp_path / "labels.rrd"
+    log = viewer.RerunLog(mediapipe_teacher.skeleton, path)
+    for frame, people in zip(frames, persons, strict=True):
+        log.frame(frame.index, frame.timestamp, frame.image, people)
+    log.close()
+
+    recording = rerun.dataframe.load_recording(str(path))
+    table = recording.view(index="frame", contents="/**").select().read_all()
+    assert table.num_rows == len(frames)
+    assert sorted(table.column("frame").to_pylist()) == [f.index for f in frames]
+    columns = set(table.column_names)
+    assert "/video:Blob" in columns  # the frame, JPEG-encoded
+    track = next(p.track_id for people in persons for p in people) or 0
+    assert f"/video/person/{track}:Position2D" in columns
+    assert f"/world/person/{track}/joints:Position3D" in columns
+    # Each frame with a person holds that person's 33 joints in 3D.
+    joints3d = table.column(f"/world/person/{track}/joints:Position3D").to_pylist()
+    labelled = [len(j) for j, people in zip(joints3d, persons, strict=True) if people and j is not None]
+    assert labelled and all(n == mediapipe_teacher.skeleton.num_joints for n in labelled)
+
+
+def test_track_colours_differ_between_neighbouring_ids():
+    colours = [np.array(viewer.track_colour(i)) for i in range(6)]
+    assert all(np.abs(a - b).sum() > 60 for a, b in zip(colours, colours[1:], strict=False))
+
+
+def test_missing_rerun_is_one_clear_error(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_rerun(name, *args, **kwargs):
+        if name == "rerun":
+            raise ImportError("No module named 'rerun'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_rerun)
+    with pytest.raises(StreamPoseError, match=r"pip install 'streampose\[viz\]'"):
+        viewer.import_rerun()
