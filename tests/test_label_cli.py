@@ -13,10 +13,11 @@ import pytest
 
 from streampose.cli import main
 from streampose.engine.label import label
-from streampose.errors import DecodeError, StreamPoseError
+from streampose.errors import DecodeError, SourceError, StreamPoseError
 from streampose.poses.labels import FrameLabels, LabelsWriter, PersonLabel, load_labels
 from streampose.poses.skeletons import get_skeleton
 from streampose.sources import Video
+from streampose.stream import stages
 
 
 def run(capsys, *argv):
@@ -208,3 +209,12 @@ def test_label_skips_a_broken_search_result_but_not_a_named_file(sports2d, media
     named = [Video(str(tmp_path / "mine.mp4"), broken, {"provider": "file"})]
     with pytest.raises(DecodeError, match="mine.mp4"):
         label(iter(named), mediapipe_teacher, max_frames=5)
+
+
+def test_a_local_file_over_the_size_cap_is_refused(sports2d, capsys):
+    """Local files go through the same fetch as downloads, cap included (`--max-video-mb`)."""
+    code, _, err = run(capsys, "label", sports2d, "--max-video-mb", "0.01")
+    assert code == 2 and "sports2d.mp4" in err and "MB limit" in err
+    with pytest.raises(SourceError, match="MB limit"):
+        stages.one_video(str(sports2d), max_bytes=10_000)
+    assert stages.one_video(str(sports2d)).data == sports2d.read_bytes()
