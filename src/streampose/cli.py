@@ -23,7 +23,7 @@ from streampose.poses.labels import load_labels
 from streampose.poses.skeletons import get_skeleton
 from streampose.sources.base import MAX_VIDEO_MB
 from streampose.stream import stages
-from streampose.stream.decode import decode_frames, probe
+from streampose.stream.decode import probe
 from streampose.teachers import TEACHERS, get_teacher
 from streampose.viz.render import VideoWriter, contact_sheet, overlay_frame, save_png
 
@@ -124,7 +124,7 @@ def cmd_view(args: argparse.Namespace) -> None:
     sheet, shown = [], 0
     writer = VideoWriter(args.out, fps=fps) if args.out else None
     try:
-        for frame in progress(iterable=decode_frames(video.data, video.id), unit="frame", desc="view"):
+        for _, frame in progress(iterable=stages.frames([video]), unit="frame", desc="view"):
             labels = by_index.get(frame.index)
             if labels is None:
                 continue
