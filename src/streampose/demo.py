@@ -16,6 +16,7 @@ from pathlib import Path
 from streampose.cli import progress
 from streampose.engine.evaluate import evaluate
 from streampose.engine.train import TrainConfig, train
+from streampose.model.student import STUDENT_SIZES
 from streampose.sources import refs
 from streampose.sources.samples import sample_clip
 from streampose.stream import stages
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m streampose.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--student", default="small")
+    parser.add_argument("--student", default=TrainConfig.student, choices=list(STUDENT_SIZES))
     args = parser.parse_args(argv)
     out = Path(args.out)
 
@@ -43,7 +44,6 @@ def main(argv: list[str] | None = None) -> int:
         out=str(out),
         student=args.student,
         steps=args.steps,
-        crop_size=128,
         min_fill=256,
         buffer_gb=0.5,
         warmup=50,
