@@ -64,7 +64,7 @@ class Trainer:
         self.cfg, self.buffer, self.progress, self.lock = cfg, buffer, progress, lock
         self.out = Path(cfg.out)
         self.last = self.out / "last.pt"
-        self.global_step = 0
+        self.global_step = self.window_samples = 0
         self.used_videos: set[str] = set()
         self.first_loss: float | None = None
         self.last_loss: float | None = None
