@@ -46,7 +46,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -175,7 +175,7 @@ def section_p1(b: Budget) -> dict:
     frame_opts = {"stride": cfg.stride, "max_frames": cfg.max_frames, "max_side": cfg.max_side}
 
     decoded = [
-        [f.image for _, f in stages.frames(sources.videos([s]), **frame_opts)]
+        [f.image for _, f in stages.frames(stages.videos(sources.refs([s])), **frame_opts)]
         for s in specs  # one list per video: the teacher restarts tracking per video, as producers do
     ]
     n_frames = sum(len(v) for v in decoded)
@@ -282,8 +282,8 @@ def section_p1(b: Budget) -> dict:
 def section_p2(b: Budget) -> dict:
     """Training steps/s fed live by producers through the BatchLoader / steps/s on preloaded batches.
 
-    Three feeds, interleaved round by round with the same model, optimiser and step code (the
-    same pieces `train.train` uses): `live` (a ProducerPool fills the ring buffer while the
+    Three feeds, interleaved round by round with the same model, optimiser and step (a
+    `Trainer`'s own `step`, set up on a prepared buffer): `live` (a ProducerPool fills the ring buffer while the
     BatchLoader samples and augments from it), `paused` (the producers stopped, the loader still
     sampling and augmenting from the filled buffer) and `preloaded` (a few ready batches made by
     the same loader, cycled: no loader, no producer). On 2 cores the live case also runs the
@@ -293,9 +293,7 @@ def section_p2(b: Budget) -> dict:
     """
     import torch
 
-    from streampose.engine.train import lr_factor, pose_loss
-    from streampose.model.preprocess import preferred_layout
-    from streampose.model.student import build_student
+    from streampose.engine.train import Trainer
     from streampose.sources import refs
     from streampose.stream.augment import AugmentConfig
     from streampose.stream.buffer import RingBuffer
@@ -322,25 +320,13 @@ def section_p2(b: Budget) -> dict:
         time.sleep(0.01)
     fill_s = time.perf_counter() - t0
 
-    torch.manual_seed(d.seed)
-    model = build_student(d.student, skeleton.num_joints, d.crop_size)
-    channels_last, amp_dtype = preferred_layout(d.student, "cpu")
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=d.lr, weight_decay=d.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, d.warmup, 10**6))
-    model.train()
-
-    def step(batch: dict) -> None:
-        """One training step exactly as `train.train` takes it (autocast, loss, clip, step)."""
-        with torch.autocast("cpu", dtype=amp_dtype, enabled=amp_dtype is not None):
-            outputs = model(batch["image"])
-        loss, _ = pose_loss(outputs, batch, d)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), d.grad_clip)
-        optimizer.step()
-        scheduler.step()
+    # The trainer's own step (autocast, loss, clip, optimiser, schedule), on this benchmark's feeds.
+    work = tempfile.TemporaryDirectory()
+    cfg = replace(d, out=work.name, device="cpu", steps=10**6)
+    trainer = Trainer(cfg, buffer=buffer)
+    trainer.setup()
+    trainer.model.train()
+    step = trainer.step
 
     augment = AugmentConfig() if d.augment else AugmentConfig.off()
     loader = BatchLoader(buffer, d.batch_size, skeleton.flip, augment, seed=d.seed)
@@ -409,6 +395,8 @@ def section_p2(b: Budget) -> dict:
         thread_cores[name] = threads.cores
     loader.close()
     stop_pool()
+    trainer.close()
+    work.cleanup()
     live_r, paused_r, pre_r = (runs[k].median for k in ("live", "paused", "preloaded"))
     wait_live = waits["live"][0] / max(1, waits["live"][1])
     details = {
@@ -442,7 +430,7 @@ def section_p2(b: Budget) -> dict:
 
 
 def section_p2_train(b: Budget) -> dict:
-    """P2 cross-check with the real `train()`: live producers / a prepared buffer (no producers).
+    """P2 cross-check with the real `train()` (`Trainer.run`): live producers / a prepared buffer.
 
     Run as its own process after P2 (full budget only), so P2's model is not alive next to
     train()'s. Read from metrics.jsonl: samples/s of the log windows after the buffer reached

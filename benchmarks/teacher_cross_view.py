@@ -28,7 +28,7 @@ def label_view(view: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """frame index -> (joints3d, visibility) of the one person MediaPipe follows."""
     teacher = get_teacher("mediapipe")
     try:
-        stream = stages.frames(sources.videos([str(sample_clip(f"pose2sim-single-cam0{view}"))]))
+        stream = stages.frames(stages.videos(sources.refs([str(sample_clip(f"pose2sim-single-cam0{view}"))])))
         return {
             f.index: (labels.persons[0].joints3d, labels.persons[0].visibility)
             for _, f, labels in stages.labelled(teacher, stream)

@@ -402,7 +402,7 @@ def test_crop_from_comotion_labels_keeps_real_pixels(sports2d):
     k = cm.default_intrinsics(size)
     [person] = cm.tracks_to_persons(make_tracks({1: body((0.0, -0.1, 12.0))}, k), size, k, {1: 3})
     assert person.visibility.sum() == 27  # the whole person, crop square inside the frame
-    sample = crop_person(frame, person, source="sports2d", frame_index=0)
+    sample = crop_person(frame, person, source="sports2d", frame_index=0, size=192)
     assert sample is not None
     img = sample.image
     assert img.dtype == np.uint8 and img.shape == (192, 192, 3)

@@ -1,13 +1,23 @@
 """`streampose label` and `view` on real clips with the real MediaPipe teacher."""
 
 import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from streampose.cli import main
-from streampose.poses.labels import load_labels
+from streampose.engine.label import label
+from streampose.errors import DecodeError, SourceError, StreamPoseError
+from streampose.poses.labels import FrameLabels, LabelsWriter, PersonLabel, load_labels
 from streampose.poses.skeletons import get_skeleton
+from streampose.sources import Video
+from streampose.stream import stages
 
 
 def run(capsys, *argv):
@@ -18,7 +28,7 @@ def run(capsys, *argv):
 
 @pytest.mark.slow
 def test_label_sports2d_finds_a_person_with_plausible_3d(sports2d, tmp_path, capsys):
-    labels_path = tmp_path / "labels.pt"
+    labels_path = tmp_path / "labels.jsonl"
     code, out, err = run(capsys, "label", sports2d, "--save", labels_path, "--json")
     assert code == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
@@ -84,7 +94,7 @@ def test_truncated_video_labels_what_decodes_and_warns(sports2d, tmp_path, capsy
 
 @pytest.mark.slow
 def test_render_and_view_write_overlays(sports2d, tmp_path, capsys):
-    labels_path, overlay, sheet, view_video = (tmp_path / n for n in ("l.pt", "o.mp4", "s.png", "v.mp4"))
+    labels_path, overlay, sheet, view_video = (tmp_path / n for n in ("l.jsonl", "o.mp4", "s.png", "v.mp4"))
     code, _, err = run(
         capsys,
         "label",
@@ -108,3 +118,103 @@ def test_render_and_view_write_overlays(sports2d, tmp_path, capsys):
     assert code == 0, err
     assert len(list(decode_frames(view_video.read_bytes(), "view"))) == 12
     assert sheet.stat().st_size > 10_000
+
+
+LABEL = [sys.executable, "-m", "streampose", "label"]
+
+
+def _frames_on_disk(path: Path) -> int:
+    """Frame records flushed so far (whole lines only)."""
+    try:
+        return path.read_bytes().count(b'{"frame"')
+    except FileNotFoundError:
+        return 0
+
+
+def _start_label(sports2d, labels: Path) -> subprocess.Popen:
+    cmd = LABEL + [str(sports2d), "--max-side", "480", "--save", str(labels)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_frames(proc: subprocess.Popen, labels: Path, count: int) -> None:
+    deadline = time.monotonic() + 120
+    while _frames_on_disk(labels) < count:
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "labelling never got going"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_every_frame_labelled_so_far(sports2d, tmp_path):
+    labels = tmp_path / "labels.jsonl"
+    proc = _start_label(sports2d, labels)
+    _wait_for_frames(proc, labels, 20)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    reported = re.search(r"labelled \d+/(\d+) frames", err)
+    assert reported and "interrupted" in err, err[-2000:]
+    header, frames = load_labels(labels)
+    assert header["skeleton"] == "blazepose33" and [v["id"] for v in header["videos"]] == [str(sports2d.resolve())]
+    assert int(reported.group(1)) >= 20 and len(frames) >= int(reported.group(1))
+    assert [f.index for f in frames] == list(range(len(frames))), "every frame up to the signal, in order"
+    assert sum(bool(f.persons) for f in frames) >= 0.5 * len(frames)  # real labels, not empty records
+
+
+@pytest.mark.slow
+def test_kill_9_leaves_a_readable_prefix(sports2d, tmp_path):
+    labels = tmp_path / "labels.jsonl"
+    proc = _start_label(sports2d, labels)
+    _wait_for_frames(proc, labels, 10)
+    proc.kill()
+    proc.wait()
+    on_disk = _frames_on_disk(labels)
+    _, frames = load_labels(labels)
+    assert len(frames) >= 10 and len(frames) in (on_disk, on_disk - 1)  # at most a torn last record lost
+    assert [f.index for f in frames] == list(range(len(frames)))
+
+
+def test_a_torn_last_record_is_dropped_and_the_rest_read(tmp_path):
+    path = tmp_path / "labels.jsonl"
+    person = PersonLabel(np.zeros((33, 3)), np.ones((33, 2)), np.ones(33), np.array([0, 0, 1, 1]))
+    with LabelsWriter(path, teacher="mediapipe", skeleton="blazepose33") as writer:
+        writer.video({"id": "clip.mp4", "provider": "file"})
+        for i in range(3):
+            writer.frame(FrameLabels(i, i / 30, (10, 10), "clip.mp4", [person]))
+    whole = path.read_bytes()
+    path.write_bytes(whole + whole.splitlines(keepends=True)[-1][:40])  # killed mid-record
+    header, frames = load_labels(path)
+    assert header["teacher"] == "mediapipe" and header["videos"] == [{"id": "clip.mp4", "provider": "file"}]
+    assert [f.index for f in frames] == [0, 1, 2]
+    np.testing.assert_array_equal(frames[2].persons[0].joints2d, person.joints2d)
+    path.write_bytes(whole.replace(b'{"frame"', b'{"frame" oops', 1))
+    with pytest.raises(StreamPoseError, match="line 3 is not a labels record"):
+        load_labels(path)
+
+
+@pytest.mark.slow
+def test_label_skips_a_broken_search_result_but_not_a_named_file(sports2d, mediapipe_teacher, tmp_path):
+    """#19.3: label uses the skip policy of train and eval, through the same handler."""
+    good = sports2d.read_bytes()
+    broken = good[:2000]  # a truncated upload: not a readable video
+    found = [
+        Video("pexels:1", broken, {"provider": "pexels"}),
+        Video("pexels:2", good, {"provider": "pexels"}),
+    ]
+    with pytest.warns(UserWarning, match="skipping video: pexels:1"):
+        counts = label(iter(found), mediapipe_teacher, max_frames=5, max_side=480, save=tmp_path / "l.jsonl")
+    assert counts.videos == 1 and counts.frames == 5 and not counts.interrupted
+    header, frames = load_labels(tmp_path / "l.jsonl")
+    assert [v["id"] for v in header["videos"]] == ["pexels:2"] and {f.source for f in frames} == {"pexels:2"}
+    named = [Video(str(tmp_path / "mine.mp4"), broken, {"provider": "file"})]
+    with pytest.raises(DecodeError, match="mine.mp4"):
+        label(iter(named), mediapipe_teacher, max_frames=5)
+
+
+def test_a_local_file_over_the_size_cap_is_refused(sports2d, capsys):
+    """Local files go through the same fetch as downloads, cap included (`--max-video-mb`)."""
+    code, _, err = run(capsys, "label", sports2d, "--max-video-mb", "0.01")
+    assert code == 2 and "sports2d.mp4" in err and "MB limit" in err
+    with pytest.raises(SourceError, match="MB limit"):
+        stages.one_video(str(sports2d), max_bytes=10_000)
+    assert stages.one_video(str(sports2d)).data == sports2d.read_bytes()

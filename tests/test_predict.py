@@ -51,7 +51,7 @@ def labelled_clip(clip, mediapipe_teacher):
     boxes: dict[int, list[np.ndarray]] = {}
 
     def items():
-        frames = stages.frames(sources.videos([str(path)]), max_side=MAX_SIDE)
+        frames = stages.frames(stages.videos(sources.refs([str(path)])), max_side=MAX_SIDE)
         for _, frame, labels in stages.labelled(mediapipe_teacher, frames):
             boxes[frame.index] = [p.box for p in labels.persons]
             yield frame.image, labels
@@ -185,7 +185,7 @@ def test_predict_tracks_the_person_through_a_real_clip(
     assert len(pairs) >= 90 and np.mean(inside) >= 0.9, np.round(ious, 2)
     assert np.mean(ious > 0.3) >= 0.8, np.round(ious, 2)
 
-    video = sources.load(str(out))
+    video = stages.one_video(str(out))
     frames = list(decode_frames(video.data, video.id))
     h, w = 640, 360  # the clip is portrait 1080x1920, scaled to MAX_SIDE; the 3D panel is h wide
     assert len(frames) == len(lines) and frames[0].image.shape == (h, w + h, 3)

@@ -306,9 +306,7 @@ def test_list_file_specs(fake, http, sports2d, tmp_path):
         f"{fake.url}/files/one.mp4",
         "commons:File:Walking person 1.webm",
     ]  # local files and URLs in order, taking turns with the search
-    assert sources.expand(["@sub/more.txt"]) == [f"{fake.url}/files/one.mp4"]
-    with pytest.raises(SourceError, match="not supported by this command"):
-        sources.expand(["@list.txt"])
+    assert [r.url for r in refs(["@sub/more.txt"], http=http)] == [f"{fake.url}/files/one.mp4"]
     with pytest.raises(SourceError, match="nope.txt: cannot read the list file"):
         refs(["@nope.txt"])
     with pytest.raises(SourceError, match="not a pexels:/commons: search"):

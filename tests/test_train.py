@@ -9,20 +9,22 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from streampose import sources
-from streampose.cli import main
+from streampose.cli import build_parser, main, train_config
 from streampose.engine.train import TrainConfig, train
 from streampose.errors import StreamPoseError
 from streampose.model.checkpoint import load_checkpoint, save_checkpoint, student_from
 from streampose.model.student import HEAD_MAPS, build_student
 from streampose.stream import stages
 from streampose.stream.buffer import RingBuffer
-from streampose.stream.crops import person_crops
+from streampose.stream.crops import CROP_SIZE, person_crops
+from streampose.stream.producers import ProducerConfig
 from streampose.teachers.mediapipe import MediaPipeTeacher
 
 SKELETON = MediaPipeTeacher.skeleton
@@ -33,7 +35,7 @@ CROP = 64
 def real_samples(clip, mediapipe_teacher):
     """Crops of two real clips, labelled once by MediaPipe and reused by every test here."""
     specs = [str(clip("pose2sim-single-cam01")), str(clip("sports2d"))]
-    frames = stages.frames(sources.videos(specs), stride=2, max_side=640)
+    frames = stages.frames(stages.videos(sources.refs(specs)), stride=2, max_side=640)
     items = ((f.image, labels) for _, f, labels in stages.labelled(mediapipe_teacher, frames))
     samples = list(person_crops(items, size=CROP))
     assert len(samples) > 100
@@ -193,3 +195,62 @@ def test_resume_into_a_different_student_is_refused(real_samples, tmp_path):
     train(config(tmp_path, steps=2), buffer=filled_buffer(real_samples))
     with pytest.raises(StreamPoseError, match="holds a micro student"):
         train(config(tmp_path, steps=4, student="small", resume=True), buffer=filled_buffer(real_samples))
+
+
+def test_train_options_default_to_the_config_and_take_several_sources_per_flag():
+    args = build_parser().parse_args(["train", "--source", "a.mp4", "b.mp4", "--source", "pexels:dance"])
+    cfg = train_config(args)
+    assert cfg.sources == ["a.mp4", "b.mp4", "pexels:dance"]
+    assert replace(cfg, sources=[], filters={}) == TrainConfig(), "a CLI default disagrees with TrainConfig"
+    assert TrainConfig().crop_size == ProducerConfig().crop_size == CROP_SIZE
+    assert TrainConfig().max_video_mb * 1e6 == ProducerConfig().max_video_bytes
+
+
+def test_an_unknown_student_exits_2_with_one_line(sports2d, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--source", str(sports2d), "--student", "tiny"])
+    assert exit_.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "'tiny'" in lines[0] and "micro" in lines[0]
+
+
+# A run that trains within seconds of starting: tiny student, crops and buffer.
+FAST_RUN = [
+    "--student", "micro", "--crop-size", "64", "--batch-size", "8", "--min-fill", "16", "--buffer-gb", "0.05",
+    "--max-frames", "8", "--stride", "2", "--max-side", "320", "--log-every", "5", "--save-every", "5",
+    "--threads", "1",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_one_run_per_folder_and_resume_after_kill_9(sports2d, tmp_path):
+    """#19.7: a second run on a busy --out exits 2 naming the first; kill -9 frees it; --resume continues."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "streampose", "train", "--source", str(sports2d), *FAST_RUN, "--out", str(out)]
+    first = subprocess.Popen(cmd + ["--steps", "100000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "last.pt").exists():
+            assert first.poll() is None, first.communicate()[1][-2000:]
+            assert time.monotonic() < deadline, "the first run never saved"
+            time.sleep(0.2)
+        started = time.monotonic()
+        second = subprocess.run(cmd + ["--steps", "10"], capture_output=True, text=True, timeout=120)
+        seconds = time.monotonic() - started
+        assert second.returncode == 2, second.stderr[-2000:]
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and f"PID {first.pid}" in lines[0], lines
+        assert seconds < 5, f"the second run took {seconds:.1f} s to refuse"
+        first.kill()
+        first.wait()
+        saved = load_checkpoint(out / "last.pt")["step"]
+        assert saved >= 5
+        resume = cmd + ["--steps", str(saved + 5), "--resume", "--json"]
+        resumed = subprocess.run(resume, capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        assert json.loads(resumed.stdout.strip().splitlines()[-1])["step"] == saved + 5
+        assert load_checkpoint(out / "last.pt")["step"] == saved + 5
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()

@@ -11,23 +11,28 @@ import argparse
 import json
 import os
 import sys
-import time
 import warnings
 from dataclasses import asdict
-from pathlib import Path
 
-import cv2
 from tqdm import tqdm
 
 from streampose import __version__, sources
+from streampose.engine.config import TrainConfig
+from streampose.engine.runlock import RunLock
 from streampose.errors import ReportedError, StreamPoseError
-from streampose.poses.labels import load_labels, save_labels
-from streampose.poses.skeletons import get_skeleton
+from streampose.sources.base import MAX_VIDEO_MB
 from streampose.sources.pexels import require_pexels_permission
 from streampose.stream import stages
-from streampose.stream.decode import decode_frames, probe
 from streampose.teachers import TEACHERS, get_teacher
-from streampose.viz.render import VideoWriter, contact_sheet, overlay_frame, save_png
+
+TRAIN = TrainConfig()  # the train options' defaults, so the CLI and the config cannot disagree
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, like every other bad input (exit status 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def progress(disable: bool = False, **kwargs) -> tqdm:
@@ -55,7 +60,7 @@ def add_source_options(p: argparse.ArgumentParser, loop: bool = True, permission
     g.add_argument("--min-duration", type=float, default=None, help="seconds (search sources)")
     g.add_argument("--max-duration", type=float, default=None, help="seconds (search sources)")
     g.add_argument("--target-height", type=int, default=480, help="preferred rendition's short side, pixels")
-    g.add_argument("--max-video-mb", type=float, default=500.0, help="skip videos larger than this")
+    g.add_argument("--max-video-mb", type=float, default=MAX_VIDEO_MB, help="skip videos larger than this")
     if permission:
         g.add_argument(
             "--pexels-permission",
@@ -77,129 +82,91 @@ def source_filters(args: argparse.Namespace) -> dict:
 
 
 def source_videos(args: argparse.Namespace, specs: list[str]):
-    """Pipeline head shared by label and eval: refs resolved lazily, fetched one at a time."""
+    """Pipeline head shared by label and eval: refs resolved lazily, fetched one at a time; a file or
+    URL the user named that fails stops the command, a search result that fails is skipped."""
     stream = sources.refs(
         specs,
         max_videos=args.max_videos,
         loop=getattr(args, "loop", False),
         filters=sources.SourceFilters(**source_filters(args)),
     )
-    return stages.videos(stream, max_bytes=int(args.max_video_mb * 1e6))
+    return stages.videos(stream, max_bytes=int(args.max_video_mb * 1e6), handler=stages.raise_named_skip_searched)
 
 
-def cmd_label(args: argparse.Namespace) -> None:
+def cmd_label(args: argparse.Namespace) -> int:
+    from streampose.engine.label import label
+
     teacher = get_teacher(args.teacher)
     skeleton = teacher.skeleton
-    start = time.perf_counter()
-    all_labels = []
-    counts = dict(videos=0, frames=0, labelled_frames=0, persons=0)
-    writer, render_size = None, None
-    used: list[dict] = []
-    bar = progress(unit="frame", desc="label")
     try:
-        stream = stages.frames(
-            source_videos(args, args.sources), stride=args.stride, max_frames=args.max_frames, max_side=args.max_side
-        )
-        last_video = None
-        for video, frame, labels in stages.labelled(teacher, stream):
-            if video is not last_video:
-                counts["videos"] += 1
-                last_video = video
-                used.append({"id": video.id, **video.meta})
-                if args.render and writer is None:
-                    writer = VideoWriter(args.render, fps=probe(video.data, video.id).fps / args.stride)
-            counts["frames"] += 1
-            counts["labelled_frames"] += bool(labels.persons)
-            counts["persons"] += len(labels.persons)
-            all_labels.append(labels)
-            if writer:
-                image = overlay_frame(
-                    frame.image, labels.persons, skeleton, caption=f"{Path(video.id).name} #{frame.index}"
-                )
-                render_size = render_size or (image.shape[1], image.shape[0])
-                writer.write(cv2.resize(image, render_size) if image.shape[1::-1] != render_size else image)
-            bar.update()
+        with progress(unit="frame", desc="label") as bar:
+            counts = label(
+                source_videos(args, args.sources), teacher, stride=args.stride, max_frames=args.max_frames,
+                max_side=args.max_side, save=args.save, render=args.render, on_frame=bar.update,
+            )  # fmt: skip
     finally:
-        bar.close()
-        if writer:
-            writer.close()
         teacher.close()
-    seconds = time.perf_counter() - start
-    if args.save:
-        save_labels(args.save, teacher=teacher.name, skeleton=skeleton.name, frames=all_labels, videos=used)
     print(
-        f"labelled {counts['labelled_frames']}/{counts['frames']} frames of {counts['videos']} video(s), "
-        f"{counts['persons']} persons, {counts['frames'] / seconds:.1f} frames/s"
+        f"labelled {counts.labelled_frames}/{counts.frames} frames of {counts.videos} video(s), "
+        f"{counts.persons} persons, {counts.frames / counts.seconds:.1f} frames/s"
         + (f"; labels in {args.save}" if args.save else "")
-        + (f"; overlay in {args.render}" if args.render else ""),
+        + (f"; overlay in {args.render}" if args.render else "")
+        + ("; interrupted, everything labelled so far is saved" if counts.interrupted else ""),
         file=sys.stderr,
     )
     if args.json:
-        emit_json(
-            {
-                **counts,
-                "joints": skeleton.num_joints,
-                "skeleton": skeleton.name,
-                "teacher": teacher.name,
-                "seconds": round(seconds, 3),
-                "frames_per_s": round(counts["frames"] / seconds, 2),
-            }
-        )
+        rate = round(counts.frames / counts.seconds, 2)
+        result = counts.as_dict() | {"seconds": round(counts.seconds, 3), "frames_per_s": rate}
+        emit_json(result | {"joints": skeleton.num_joints, "skeleton": skeleton.name, "teacher": teacher.name})
+    return 130 if counts.interrupted else 0
 
 
 def cmd_view(args: argparse.Namespace) -> None:
-    header, frames = load_labels(args.labels)
-    skeleton = get_skeleton(header["skeleton"])
-    video = sources.load(args.video)
-    by_index = {f.index: f for f in frames if f.source == video.id}
-    if not by_index:
-        if len({f.source for f in frames}) > 1:
-            raise StreamPoseError(f"{args.labels} holds no labels for {args.video}")
-        by_index = {f.index: f for f in frames}  # one video, perhaps labelled from another path or URL
-    if not args.out and not args.png:
-        raise StreamPoseError("nothing to do: give --out overlay.mp4 and/or --png sheet.png")
-    fps = probe(video.data, video.id).fps
-    sheet_every = max(1, len(by_index) // args.sheet_frames)
-    sheet, shown = [], 0
-    writer = VideoWriter(args.out, fps=fps) if args.out else None
-    try:
-        for frame in progress(iterable=decode_frames(video.data, video.id), unit="frame", desc="view"):
-            labels = by_index.get(frame.index)
-            if labels is None:
-                continue
-            image = overlay_frame(frame.image, labels.persons, skeleton, caption=f"#{frame.index}")
-            if writer:
-                writer.write(image)
-            if args.png and shown % sheet_every == 0 and len(sheet) < args.sheet_frames:
-                sheet.append(image)
-            shown += 1
-    finally:
-        if writer:
-            writer.close()
-    if args.png:
-        save_png(contact_sheet(sheet), args.png)
-    print(
-        f"drew {shown} labelled frames"
-        + (f" to {args.out}" if args.out else "")
-        + (f", sheet {args.png}" if args.png else ""),
-        file=sys.stderr,
-    )
+    from streampose.engine.view import view
+
+    with progress(unit="frame", desc="view") as bar:
+        shown = view(args.labels, args.video, out=args.out, png=args.png, sheet_frames=args.sheet_frames,
+                     on_frame=bar.update)  # fmt: skip
+    drawn = [f"to {args.out}"] if args.out else []
+    print(f"drew {shown} labelled frames " + ", ".join(drawn + ([f"sheet {args.png}"] if args.png else [])),
+          file=sys.stderr)  # fmt: skip
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from streampose.engine.train import TrainConfig, train
-
-    cfg = TrainConfig(
-        sources=args.source,
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The run's config from the train options (`--source A B --source C` gives three sources)."""
+    return TrainConfig(
+        sources=[spec for group in args.source for spec in group],
         filters=source_filters(args),
         **{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and k != "sources"},
     )
+
+
+def early_train_lock(argv: list[str]) -> RunLock | None:
+    """`train`'s lock on an existing run folder, taken before torch is imported (seconds), so a run
+    on a busy folder is refused at once; `cmd_train` locks a new one. Only rank 0 locks."""
+    if not argv or argv[0] != "train" or os.environ.get("RANK", "0") != "0" or {"-h", "--help"} & set(argv):
+        return None
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--out", default=TRAIN.out)
+    out = pre.parse_known_args(argv[1:])[0].out
+    return RunLock(out).acquire() if os.path.isdir(out) else None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from streampose.engine.train import train
+
+    cfg = train_config(args)
     require_pexels_permission(cfg.sources, args.pexels_permission)
     sources.refs(cfg.sources).close()  # fail now, with a clear message, on a bad source
-    get_teacher(cfg.teacher).close()  # fail now, with a clear message, if the teacher cannot run
-    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 shows progress and JSON
-    with progress(total=cfg.steps, unit="step", desc="train", disable=not main_rank) as bar:
-        result = train(cfg, progress=bar)
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes, shows progress and JSON
+    lock = args.lock or (RunLock(cfg.out).acquire() if main_rank else None)
+    try:
+        get_teacher(cfg.teacher).close()  # fail now, with a clear message, if the teacher cannot run
+        with progress(total=cfg.steps, unit="step", desc="train", disable=not main_rank) as bar:
+            result = train(cfg, progress=bar, lock=lock)
+    finally:
+        if lock is not None:
+            lock.release()
     losses = f"loss {result['first_loss']:.4f} -> {result['last_loss']:.4f}, " if result["last_loss"] else ""
     print(
         (f"rank {result['rank']}/{result['world_size']}: " if result["world_size"] > 1 else "")
@@ -276,8 +243,45 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, skeleton {ckpt['skeleton']})", file=sys.stderr)
 
 
+def config_option(p: argparse.ArgumentParser, flag: str, kind: type | None = None, **kwargs) -> None:
+    """A train option whose default (and type, unless given) is `TrainConfig`'s field of that name."""
+    default = getattr(TRAIN, flag[2:].replace("-", "_"))
+    p.add_argument(flag, type=kind or type(default), default=default, **kwargs)
+
+
+def add_train_parser(sub) -> None:
+    from streampose.model.student import STUDENT_SIZES  # imports torch: after `early_train_lock`
+
+    p = sub.add_parser("train", help="train the student from the live stream")
+    p.add_argument(
+        "--source", action="append", nargs="+", required=True, metavar="SOURCE",
+        help="one or more SOURCEs (repeatable: --source A B --source C); read in a loop",
+    )  # fmt: skip
+    config_option(p, "--teacher", choices=sorted(TEACHERS))
+    config_option(p, "--student", choices=list(STUDENT_SIZES), help="student size")
+    config_option(p, "--out", help="run folder: checkpoints, metrics.jsonl, tb/ (one run at a time)")
+    config_option(p, "--minutes", float, help="optional wall-clock cap")
+    config_option(p, "--min-fill", help="samples in the buffer before training starts")
+    config_option(p, "--max-replay", float, help="wait for fresh data above this replay ratio")
+    config_option(p, "--device", help="auto, cpu, cuda, cuda:1, mps")
+    config_option(p, "--threads", int, help="torch CPU threads")
+    config_option(p, "--max-frames", int, help="per video and pass")
+    config_option(p, "--dist-timeout", help="seconds a rank waits for the others (torchrun)")
+    for flag in ("--steps", "--batch-size", "--lr", "--warmup", "--crop-size", "--buffer-gb", "--producers"):
+        config_option(p, flag)
+    for flag in ("--stride", "--max-side", "--loss-3d", "--loss-2d", "--loss-vis", "--save-every", "--log-every"):
+        config_option(p, flag)
+    config_option(p, "--seed")
+    p.add_argument("--no-augment", dest="augment", action="store_false")
+    p.add_argument("--compile", action="store_true", help="torch.compile the student")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--json", action="store_true")
+    add_source_options(p, loop=False, permission=True)
+    p.set_defaults(func=cmd_train)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="streampose", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="streampose", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -287,53 +291,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=1, help="label every n-th frame")
     p.add_argument("--max-frames", type=int, default=None, help="per video, after stride")
     p.add_argument("--max-side", type=int, default=None, help="scale frames so the longest side is at most this")
-    p.add_argument("--save", metavar="labels.pt", help="write the labels (never pixels)")
+    p.add_argument("--save", metavar="labels.jsonl", help="write the labels as they are made (never pixels)")
     p.add_argument("--render", metavar="overlay.mp4", help="write an overlay video")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
     add_source_options(p)
     p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("view", help="draw saved labels over their video")
-    p.add_argument("labels", metavar="labels.pt")
+    p.add_argument("labels", metavar="labels.jsonl")
     p.add_argument("--video", required=True, help="the video the labels came from")
     p.add_argument("--out", metavar="overlay.mp4", help="overlay video")
     p.add_argument("--png", metavar="sheet.png", help="contact sheet of a few frames")
     p.add_argument("--sheet-frames", type=int, default=12)
     p.set_defaults(func=cmd_view)
 
-    p = sub.add_parser("train", help="train the student from the live stream")
-    p.add_argument("--source", action="append", required=True, help="a SOURCE (repeatable); read in a loop")
-    p.add_argument("--teacher", default="mediapipe", choices=sorted(TEACHERS))
-    p.add_argument("--student", default="small", help="student size (micro, small, base)")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--minutes", type=float, default=None, help="optional wall-clock cap")
-    p.add_argument("--out", default="runs/train", help="run folder: checkpoints, metrics.jsonl, tb/")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--crop-size", type=int, default=128)
-    p.add_argument("--buffer-gb", type=float, default=1.0)
-    p.add_argument("--min-fill", type=int, default=256, help="samples in the buffer before training starts")
-    p.add_argument("--max-replay", type=float, default=None, help="wait for fresh data above this replay ratio")
-    p.add_argument("--producers", type=int, default=1)
-    p.add_argument("--stride", type=int, default=1)
-    p.add_argument("--max-side", type=int, default=720)
-    p.add_argument("--loss-3d", type=float, default=1.0)
-    p.add_argument("--loss-2d", type=float, default=1.0)
-    p.add_argument("--loss-vis", type=float, default=0.1)
-    p.add_argument("--no-augment", dest="augment", action="store_false")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    p.add_argument("--compile", action="store_true", help="torch.compile the student")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--max-frames", type=int, default=None, help="per video and pass")
-    p.add_argument("--dist-timeout", type=float, default=300.0, help="seconds a rank waits for the others (torchrun)")
-    p.add_argument("--save-every", type=int, default=500)
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--json", action="store_true")
-    add_source_options(p, loop=False, permission=True)
-    p.set_defaults(func=cmd_train)
+    add_train_parser(sub)
 
     p = sub.add_parser("eval", help="measure a student against the teacher on held-out video")
     p.add_argument("sources", nargs="+", metavar="SOURCE")
@@ -379,10 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+    lock = None
     try:
+        lock = early_train_lock(argv)
+        args = build_parser().parse_args(argv)
+        args.lock = lock
         code = args.func(args)
     except ReportedError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -390,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if lock is not None:
+            lock.release()
     return code or 0
 
 

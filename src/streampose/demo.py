@@ -13,12 +13,14 @@ import json
 import sys
 from pathlib import Path
 
-from streampose import sources
 from streampose.cli import progress
 from streampose.engine.evaluate import evaluate, summary_line
 from streampose.engine.train import TrainConfig, train
 from streampose.model.backends import open_backend
+from streampose.model.student import STUDENT_SIZES
+from streampose.sources import refs
 from streampose.sources.samples import sample_clip
+from streampose.stream import stages
 from streampose.teachers import teacher_class
 from streampose.viz.report import write_report
 
@@ -34,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m streampose.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--student", default="small")
+    parser.add_argument("--student", default=TrainConfig.student, choices=list(STUDENT_SIZES))
     args = parser.parse_args(argv)
     out = Path(args.out)
 
@@ -43,7 +45,6 @@ def main(argv: list[str] | None = None) -> int:
         out=str(out),
         student=args.student,
         steps=args.steps,
-        crop_size=128,
         min_fill=256,
         buffer_gb=0.5,
         warmup=50,
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, clip in EVALS.items():
         with progress(unit="frame", desc=f"eval {name}") as bar:
             evals[name] = evaluate(
-                student, sources.videos([str(sample_clip(clip))]), stride=2, keep_examples=3, progress=bar
+                student, stages.videos(refs([str(sample_clip(clip))])), stride=2, keep_examples=3, progress=bar
             )
         print(f"{name}: {summary_line(evals[name])}", file=sys.stderr)
     skeleton = teacher_class(cfg.teacher).skeleton

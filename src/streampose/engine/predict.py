@@ -45,12 +45,12 @@ from typing import IO, Any, NamedTuple
 import cv2
 import numpy as np
 
-from streampose import sources
 from streampose.errors import StreamPoseError
 from streampose.files import atomic_write
 from streampose.model.backends import Backend
 from streampose.poses.labels import PersonLabel, box_of
 from streampose.poses.skeletons import Skeleton
+from streampose.stream import stages
 from streampose.stream.crops import MARGIN, apply_affine, cut_square, invert_affine, square_around
 from streampose.stream.decode import Frame, decode_frames, probe
 from streampose.viz.render import VideoWriter, overlay_frame
@@ -325,7 +325,7 @@ def predict_video(
     video raises `DecodeError` before either output exists.
     """
     start = time.perf_counter()
-    data = sources.load(video)
+    data = stages.one_video(video)
     fps = probe(data.data, data.id).fps
     frames = decode_frames(data.data, data.id, max_side=max_side)
     first = next(frames, None)  # a video that decodes nothing raises here, before any output exists

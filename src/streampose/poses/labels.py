@@ -9,13 +9,14 @@ Conventions, shared by every teacher and the student:
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
-import torch
 
 from streampose.errors import StreamPoseError
-from streampose.files import atomic_torch_save
 
 
 @dataclass
@@ -86,35 +87,103 @@ class FrameLabels:
         )
 
 
-LABELS_FORMAT = "streampose-labels/1"
+LABELS_FORMAT = "streampose-labels/2"
+_OLD_FORMAT = "streampose-labels/1"  # one torch file written at the end (read, never written)
 
 
-def save_labels(
-    path, *, teacher: str, skeleton: str, frames: list[FrameLabels], videos: list[dict] | None = None
-) -> None:
-    """Write labels (never pixels) atomically as a torch file of plain Python types.
+def _plain(value: object) -> object:
+    """JSON for numpy scalars in provider metadata or scores."""
+    return value.item() if hasattr(value, "item") else str(value)
 
-    `videos` is each source video's provenance (id, provider, licence, author, ...).
+
+class LabelsWriter:
+    """Labels (never pixels) appended as they are made, so a crash or Ctrl-C keeps what was done.
+
+    JSON Lines: a header line (format, teacher, skeleton), then one line per video
+    (`{"video": provenance}`, written when it starts) and per frame (`{"frame": ...}`). Each
+    record is flushed to the OS as one whole line, so a killed process leaves every record
+    before the one being written; `sync_every` frames are also fsynced, against power loss.
+    Memory stays flat however long it runs.
     """
-    payload = {
-        "format": LABELS_FORMAT,
-        "teacher": teacher,
-        "skeleton": skeleton,
-        "videos": list(videos or []),
-        "frames": [f.to_dict() for f in frames],
-    }
-    atomic_torch_save(payload, path)
+
+    def __init__(self, path: str | Path, *, teacher: str, skeleton: str, sync_every: int = 32) -> None:
+        self.path = Path(path)
+        self.sync_every = sync_every
+        self.frames = 0
+        self._unsynced = 0
+        self._file = self.path.open("w", encoding="utf-8")
+        self._write({"format": LABELS_FORMAT, "teacher": teacher, "skeleton": skeleton})
+        self.sync()
+
+    def _write(self, record: dict) -> None:
+        self._file.write(json.dumps(record, default=_plain) + "\n")
+        self._file.flush()
+
+    def video(self, provenance: dict) -> None:
+        self._write({"video": provenance})
+
+    def frame(self, labels: FrameLabels) -> None:
+        self._write({"frame": labels.to_dict()})
+        self.frames += 1
+        self._unsynced += 1
+        if self._unsynced >= self.sync_every:
+            self.sync()
+
+    def sync(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._unsynced = 0
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self.sync()
+            self._file.close()
+
+    def __enter__(self) -> LabelsWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def load_labels(path) -> tuple[dict, list[FrameLabels]]:
-    """(header, frames) of a labels file written by save_labels."""
+    """(header with its `videos`, frames) of a labels file; a torn last line (the writer was
+    killed mid-record) is dropped, everything before it is read."""
     try:
-        data = torch.load(path, weights_only=True)
+        with open(path, "rb") as f:
+            data = f.read()
     except FileNotFoundError:
         raise StreamPoseError(f"{path}: no such labels file") from None
+    if data.startswith(b"PK"):  # a zip: the torch file of format 1
+        return _load_old(path)
+    complete = data.split(b"\n")[:-1]  # after the last newline: nothing, or a record cut short
+    try:
+        header = json.loads(complete[0]) if complete else None
+    except ValueError:
+        header = None
+    if not isinstance(header, dict) or header.get("format") != LABELS_FORMAT:
+        raise StreamPoseError(f"{path}: not a stream-pose labels file (format {LABELS_FORMAT} expected)")
+    header["videos"], frames = [], []
+    for number, line in enumerate(complete[1:], start=2):
+        try:
+            record = json.loads(line)
+            if "frame" in record:
+                frames.append(FrameLabels.from_dict(record["frame"]))
+            else:
+                header["videos"].append(record["video"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise StreamPoseError(f"{path}: line {number} is not a labels record ({type(e).__name__})") from None
+    return header, frames
+
+
+def _load_old(path) -> tuple[dict, list[FrameLabels]]:
+    import torch  # only for files of format 1; reading labels needs no torch otherwise
+
+    try:
+        data = torch.load(path, weights_only=True)
     except Exception as e:
         raise StreamPoseError(f"{path}: not a stream-pose labels file ({type(e).__name__})") from None
-    if not isinstance(data, dict) or data.get("format") != LABELS_FORMAT:
+    if not isinstance(data, dict) or data.get("format") != _OLD_FORMAT:
         raise StreamPoseError(f"{path}: not a stream-pose labels file (format {LABELS_FORMAT} expected)")
     header = {k: v for k, v in data.items() if k != "frames"}
     return header, [FrameLabels.from_dict(f) for f in data["frames"]]

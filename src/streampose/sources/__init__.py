@@ -1,7 +1,7 @@
 """Sources: where videos come from (files, URLs, Pexels, Wikimedia Commons), as lazy refs fetched into memory."""
 
 from streampose.sources.base import VIDEO_SUFFIXES, Page, SourceFilters, Video, VideoRef
-from streampose.sources.fetch import expand, fetch, load, videos
+from streampose.sources.fetch import fetch
 from streampose.sources.http import USER_AGENT
 from streampose.sources.refs import RefStream, local_ref, refs
 
@@ -13,10 +13,7 @@ __all__ = [
     "SourceFilters",
     "Video",
     "VideoRef",
-    "expand",
     "fetch",
-    "load",
     "local_ref",
     "refs",
-    "videos",
 ]

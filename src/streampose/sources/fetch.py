@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -11,7 +11,6 @@ import httpx
 from streampose.errors import SourceError
 from streampose.sources.base import PROVIDERS, Video, VideoRef, provider
 from streampose.sources.http import Http, default_http
-from streampose.sources.refs import _is_url, expand, local_ref
 
 # -- fetching --------------------------------------------------------------------------------------
 
@@ -66,20 +65,3 @@ def _read_file(path: Path, what: str, max_bytes: int | None) -> bytes:
         return path.read_bytes()
     except OSError as e:
         raise SourceError(f"{what}: {e.strerror}") from None
-
-
-# -- the fixed-list interface ----------------------------------------------------------------------
-
-
-def load(spec: str, *, max_bytes: int = 500_000_000) -> Video:
-    """Bytes of one single-video spec (a file path or a URL)."""
-    if _is_url(spec):
-        return fetch(local_ref(spec), max_bytes=max_bytes)
-    ref = local_ref(spec)
-    return Video(ref.id, _read_file(Path(ref.url), spec, None), dict(ref.meta))
-
-
-def videos(specs: Iterable[str], *, max_bytes: int = 500_000_000) -> Iterator[Video]:
-    """Pipeline stage: specs -> videos in memory, one at a time so memory stays bounded."""
-    for spec in expand(specs):
-        yield load(spec, max_bytes=max_bytes)

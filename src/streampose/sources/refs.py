@@ -93,19 +93,6 @@ def _local_specs(spec: str) -> list[str]:
     raise SourceError(f"{spec}: no such file or folder, not an http(s) URL, and not a pexels:/commons: search")
 
 
-def expand(specs: Iterable[str]) -> list[str]:
-    """Turn specs into a list of single-video specs (files and URLs), checking local paths now.
-
-    `@list.txt` files are read; searches cannot be listed up front and raise SourceError.
-    """
-    out: list[str] = []
-    for spec in _flatten(specs):
-        if _search_spec(spec) is not None:
-            raise SourceError(f"{spec}: search sources (pexels:, commons:) are not supported by this command")
-        out.extend(_local_specs(spec))
-    return out
-
-
 def local_ref(spec: str) -> VideoRef:
     """The ref of one file path or URL."""
     if _is_url(spec):

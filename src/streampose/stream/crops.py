@@ -28,6 +28,8 @@ MIN_SIDE_PX = 32.0
 #: squares `streampose.predict` tracks with share it, so the student sees at inference the framing
 #: it was trained on.
 MARGIN = 0.25
+#: The crop side the student is trained on unless told otherwise (train, producers, crops alike).
+CROP_SIZE = 128
 
 
 @dataclass
@@ -102,7 +104,7 @@ def crop_person(
     *,
     source: str,
     frame_index: int,
-    size: int = 192,
+    size: int = CROP_SIZE,
     margin: float = MARGIN,
     min_visible: int = 8,
     vis_threshold: float = 0.5,

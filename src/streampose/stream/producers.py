@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from streampose.sources import RefStream, Video
+from streampose.sources import RefStream, Video, VideoRef
 from streampose.stream import stages
 from streampose.stream.buffer import RingBuffer
-from streampose.stream.crops import person_crops
+from streampose.stream.crops import CROP_SIZE, person_crops
 from streampose.teachers import Teacher
 
 
@@ -29,10 +29,10 @@ class ProducerConfig:
     stride: int = 1
     max_side: int | None = None
     max_frames: int | None = None  # per video
-    crop_size: int = 192
+    crop_size: int = CROP_SIZE
     margin: float = 0.25
     min_visible: int = 8
-    max_video_bytes: int = 500_000_000
+    max_video_bytes: int = stages.MAX_VIDEO_BYTES
 
 
 class Recorder(Protocol):
@@ -101,13 +101,11 @@ class ProducerPool:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def _videos(self) -> Iterator[Video]:
+    def _refs(self) -> Iterator[VideoRef]:
         for ref in self.refs:
             if self._stop.is_set():
                 raise _Stopped
-            video = stages.fetch_or_skip(ref, max_bytes=self.config.max_video_bytes)
-            if video is not None:
-                yield video
+            yield ref
 
     def _done_with(self, video: Video, frames: int) -> None:
         with self._lock:
@@ -121,8 +119,10 @@ class ProducerPool:
         teacher = frames = None
         try:
             teacher = self._make_teacher()
+            skip = stages.warn_and_skip
+            videos = stages.videos(self._refs(), max_bytes=cfg.max_video_bytes, handler=skip)
             frames = stages.frames(
-                self._videos(), stride=cfg.stride, max_frames=cfg.max_frames, max_side=cfg.max_side, skip_bad=True
+                videos, stride=cfg.stride, max_frames=cfg.max_frames, max_side=cfg.max_side, handler=skip
             )
             frames = stages.count_frames(frames, self._done_with)
 

@@ -1,7 +1,12 @@
 """Pipeline stages, plain iterators composed in order: refs -> videos -> frames -> labelled frames.
 
-`label`, the producers and `eval` all compose these same stages; person crops
-(`crops.person_crops`) follow them on the training path.
+This is the one road from a source spec to frames: `videos(refs(specs))` then `frames(...)`.
+Every command, the producers, the demo and the benchmarks compose these same stages; person
+crops (`crops.person_crops`) follow them on the training path.
+
+What to do with a video that cannot be fetched or decoded is one `Handler`, passed down the
+stages (as webdataset's `handler=`): it gets the error and the ref or video, and either raises
+(the run stops) or returns (the video is skipped).
 """
 
 from __future__ import annotations
@@ -9,36 +14,55 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 
-from streampose.errors import DecodeError, SourceError
+from streampose.errors import SourceError, StreamPoseError
 from streampose.poses.labels import FrameLabels
-from streampose.sources import Video, VideoRef, fetch
+from streampose.sources import Video, VideoRef, fetch, refs
+from streampose.sources.base import MAX_VIDEO_MB
 from streampose.stream.decode import Frame, decode_frames
 from streampose.teachers import Teacher
 
+#: Bad-input policy: called with the error and the ref (fetch failed) or video (decode failed).
+#: Raising stops the stage; returning skips that video.
+Handler = Callable[[StreamPoseError, VideoRef | Video], None]
 
-def fetch_or_skip(ref: VideoRef, *, max_bytes: int) -> Video | None:
-    """The video's bytes, or None with a warning when it cannot be had (too big, not a video, ...)."""
-    try:
-        return fetch(ref, max_bytes=max_bytes)
-    except SourceError as e:
-        warnings.warn(f"skipping video: {e}", stacklevel=2)
-        return None
+MAX_VIDEO_BYTES = int(MAX_VIDEO_MB * 1e6)
 
 
-def videos(refs: Iterable[VideoRef], *, max_bytes: int, skip_bad: bool = False) -> Iterator[Video]:
-    """Fetch each ref into memory, one at a time so memory stays bounded.
+def warn_and_skip(error: StreamPoseError, item: VideoRef | Video) -> None:
+    """Skip any bad video with a warning (training producers: a stream must not die of one upload)."""
+    warnings.warn(f"skipping video: {error}", stacklevel=2)
 
-    With `skip_bad`, a video that cannot be fetched is skipped with a warning; without it, only
-    search results are skipped (one bad upload among many), while a file or URL the user named
-    raises.
-    """
+
+def raise_named_skip_searched(error: StreamPoseError, item: VideoRef | Video) -> None:
+    """A file or URL the user named stops the command; a search result that fails is skipped."""
+    if item.meta.get("provider", "url") in ("file", "url"):
+        raise error
+    warn_and_skip(error, item)
+
+
+def videos(
+    refs: Iterable[VideoRef], *, max_bytes: int = MAX_VIDEO_BYTES, handler: Handler = raise_named_skip_searched
+) -> Iterator[Video]:
+    """Fetch each ref into memory (files too are capped at `max_bytes`), one at a time so memory
+    stays bounded."""
     for ref in refs:
-        if skip_bad or ref.provider not in ("file", "url"):
-            video = fetch_or_skip(ref, max_bytes=max_bytes)
-            if video is not None:
-                yield video
-        else:
-            yield fetch(ref, max_bytes=max_bytes)
+        try:
+            video = fetch(ref, max_bytes=max_bytes)
+        except SourceError as e:
+            handler(e, ref)
+            continue
+        yield video
+
+
+def one_video(spec: str, *, max_bytes: int = MAX_VIDEO_BYTES) -> Video:
+    """The video a file path or URL names (view, predict): the head of the same road, cut to one."""
+    stream = refs([spec], max_videos=1)
+    try:
+        for video in videos(stream, max_bytes=max_bytes):
+            return video
+    finally:
+        stream.close()
+    raise SourceError(f"{spec}: no video could be read")
 
 
 def frames(
@@ -47,17 +71,15 @@ def frames(
     stride: int = 1,
     max_frames: int | None = None,
     max_side: int | None = None,
-    skip_bad: bool = False,
+    handler: Handler = raise_named_skip_searched,
 ) -> Iterator[tuple[Video, Frame]]:
-    """Decode each video in turn. With `skip_bad`, an undecodable video is skipped with a warning."""
+    """Decode each video in turn; a video that fails part-way keeps the frames it gave."""
     for video in videos:
         try:
             for frame in decode_frames(video.data, video.id, stride=stride, max_frames=max_frames, max_side=max_side):
                 yield video, frame
-        except DecodeError as e:
-            if not skip_bad:
-                raise
-            warnings.warn(f"skipping video: {e}", stacklevel=2)
+        except StreamPoseError as e:
+            handler(e, video)
 
 
 def count_frames(

@@ -1,0 +1,50 @@
+"""A training run's configuration: every `streampose train` option, and the defaults the CLI shows.
+
+Kept apart from `train` (which needs torch) so the command line can read the defaults and take
+the run folder's lock before anything slow is imported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from streampose.sources.base import MAX_VIDEO_MB
+from streampose.stream.crops import CROP_SIZE
+
+
+@dataclass
+class TrainConfig:
+    sources: list[str] = field(default_factory=list)
+    out: str = "runs/train"
+    teacher: str = "mediapipe"
+    student: str = "small"
+    steps: int = 2000
+    minutes: float | None = None  # optional wall-clock cap
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup: int = 100
+    grad_clip: float = 1.0
+    loss_3d: float = 1.0
+    loss_2d: float = 1.0
+    loss_vis: float = 0.1
+    crop_size: int = CROP_SIZE
+    buffer_gb: float = 1.0
+    min_fill: int = 256
+    max_replay: float | None = None
+    producers: int = 1
+    stride: int = 1
+    max_side: int | None = 720
+    max_frames: int | None = None  # per video and pass
+    max_videos: int | None = None
+    max_video_mb: float = MAX_VIDEO_MB
+    filters: dict = field(default_factory=dict)  # SourceFilters fields
+    augment: bool = True
+    device: str = "auto"
+    compile: bool = False
+    threads: int | None = None  # torch CPU threads; None leaves torch's default
+    dist_timeout: float = 300.0  # seconds a rank waits for the others before failing
+    log_every: int = 10
+    save_every: int = 500
+    seed: int = 0
+    resume: bool = False
