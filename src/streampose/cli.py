@@ -78,6 +78,7 @@ def cmd_label(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     all_labels = []
     counts = dict(videos=0, frames=0, labelled_frames=0, persons=0)
+    tracks: set[tuple[int, int]] = set()  # (video number, track id): ids restart with every video
     writer, render_size = None, None
     used: list[dict] = []
     bar = progress(unit="frame", desc="label")
@@ -96,10 +97,15 @@ def cmd_label(args: argparse.Namespace) -> None:
             counts["frames"] += 1
             counts["labelled_frames"] += bool(labels.persons)
             counts["persons"] += len(labels.persons)
+            tracks.update((counts["videos"], p.track_id) for p in labels.persons)
             all_labels.append(labels)
             if writer:
                 image = overlay_frame(
-                    frame.image, labels.persons, skeleton, caption=f"{Path(video.id).name} #{frame.index}"
+                    frame.image,
+                    labels.persons,
+                    skeleton,
+                    caption=f"{Path(video.id).name} #{frame.index}",
+                    by_track=True,
                 )
                 render_size = render_size or (image.shape[1], image.shape[0])
                 writer.write(cv2.resize(image, render_size) if image.shape[1::-1] != render_size else image)
@@ -123,6 +129,7 @@ def cmd_label(args: argparse.Namespace) -> None:
         emit_json(
             {
                 **counts,
+                "tracks": len(tracks),
                 "joints": skeleton.num_joints,
                 "skeleton": skeleton.name,
                 "teacher": teacher.name,
@@ -152,7 +159,7 @@ def cmd_view(args: argparse.Namespace) -> None:
             labels = by_index.get(frame.index)
             if labels is None:
                 continue
-            image = overlay_frame(frame.image, labels.persons, skeleton, caption=f"#{frame.index}")
+            image = overlay_frame(frame.image, labels.persons, skeleton, caption=f"#{frame.index}", by_track=True)
             if writer:
                 writer.write(image)
             if args.png and shown % sheet_every == 0 and len(sheet) < args.sheet_frames:
@@ -261,6 +268,27 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, skeleton {ckpt['skeleton']})", file=sys.stderr)
 
 
+def cmd_models(args: argparse.Namespace) -> None:
+    from streampose import store
+
+    if args.action == "list":
+        rows = [
+            {"name": a.name, "kind": a.kind, "package": f"{a.registry}:{a.requirement}", "file": a.member}
+            | {"licence": a.licence, "upstream": a.upstream, "status": store.status(a)}
+            for a in store.ASSETS.values()
+        ]
+        for r in rows:
+            print(f"{r['name']:24} {r['kind']:8} {r['status']:8} {r['package']:26} {r['licence']}")
+        if args.json:
+            emit_json({"models": rows, "cache": str(store.cache_dir())})
+        return
+    names = args.names or [n for n, a in store.ASSETS.items() if args.all or a.kind != "clip"]
+    for name in names:
+        asset = store.get_asset(name)
+        path = store.cached_path(asset) if store.status(asset) == "cached" else store.fetch(name)
+        print(f"{name}: {path}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streampose", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -360,6 +388,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", required=True, metavar="student.onnx")
     p.add_argument("--skeleton", default=None, help="refuse a checkpoint of another skeleton")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("models", help="list or fetch the model files and sample clips (the model store)")
+    p.add_argument("action", choices=["list", "fetch"])
+    p.add_argument("names", nargs="*", metavar="NAME", help="fetch: these (default: every model file)")
+    p.add_argument("--all", action="store_true", help="fetch: the sample clips too")
+    p.add_argument("--json", action="store_true", help="list: also print a JSON object as the last stdout line")
+    p.set_defaults(func=cmd_models)
     return parser
 
 

@@ -15,3 +15,7 @@ class SourceError(StreamPoseError):
 
 class TeacherUnavailable(StreamPoseError):
     """A teacher's package, weights or model files are missing; the message says how to get them."""
+
+
+class ModelFileError(SourceError):
+    """A model file or sample clip from the store is missing, cannot be fetched, or is corrupt."""
