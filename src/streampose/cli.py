@@ -100,13 +100,8 @@ def cmd_label(args: argparse.Namespace) -> None:
             tracks.update((counts["videos"], p.track_id) for p in labels.persons)
             all_labels.append(labels)
             if writer:
-                image = overlay_frame(
-                    frame.image,
-                    labels.persons,
-                    skeleton,
-                    caption=f"{Path(video.id).name} #{frame.index}",
-                    by_track=True,
-                )
+                caption = f"{Path(video.id).name} #{frame.index}"
+                image = overlay_frame(frame.image, labels.persons, skeleton, caption=caption, by_track=True)
                 render_size = render_size or (image.shape[1], image.shape[0])
                 writer.write(cv2.resize(image, render_size) if image.shape[1::-1] != render_size else image)
             bar.update()
@@ -272,21 +267,14 @@ def cmd_models(args: argparse.Namespace) -> None:
     from streampose import store
 
     if args.action == "list":
-        rows = [
-            {"name": a.name, "kind": a.kind, "package": f"{a.registry}:{a.requirement}", "file": a.member}
-            | {"licence": a.licence, "upstream": a.upstream, "status": store.status(a)}
-            for a in store.ASSETS.values()
-        ]
+        rows = store.listing()
         for r in rows:
             print(f"{r['name']:24} {r['kind']:8} {r['status']:8} {r['package']:26} {r['licence']}")
         if args.json:
             emit_json({"models": rows, "cache": str(store.cache_dir())})
         return
-    names = args.names or [n for n, a in store.ASSETS.items() if args.all or a.kind != "clip"]
-    for name in names:
-        asset = store.get_asset(name)
-        path = store.cached_path(asset) if store.status(asset) == "cached" else store.fetch(name)
-        print(f"{name}: {path}", file=sys.stderr)
+    for name in args.names or [n for n, a in store.ASSETS.items() if args.all or a.kind != "clip"]:
+        print(f"{name}: {store.ensure(name)}", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -393,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["list", "fetch"])
     p.add_argument("names", nargs="*", metavar="NAME", help="fetch: these (default: every model file)")
     p.add_argument("--all", action="store_true", help="fetch: the sample clips too")
-    p.add_argument("--json", action="store_true", help="list: also print a JSON object as the last stdout line")
+    p.add_argument("--json", action="store_true", help="list: a JSON object as the last stdout line")
     p.set_defaults(func=cmd_models)
     return parser
 

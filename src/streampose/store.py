@@ -153,6 +153,21 @@ def status(asset: Asset) -> str:
     return "cached" if sha256_of(path) == asset.sha256 else "corrupt"
 
 
+def listing() -> list[dict]:
+    """Every asset with where it comes from, its licence and its cache status (`models list`)."""
+    return [
+        {"name": a.name, "kind": a.kind, "package": f"{a.registry}:{a.requirement}", "file": a.member}
+        | {"licence": a.licence, "upstream": a.upstream, "status": status(a)}
+        for a in ASSETS.values()
+    ]
+
+
+def ensure(name: str) -> Path:
+    """The asset's checked file, fetched again when it is missing or corrupt (`models fetch`)."""
+    asset = get_asset(name)
+    return cached_path(asset) if status(asset) == "cached" else fetch(name)
+
+
 _verified: set[tuple[str, int, int]] = set()
 
 

@@ -16,6 +16,7 @@ less confident one is dropped.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -57,27 +58,27 @@ class BlazePoseCrops:
             self._pose = None
 
 
+@dataclass
+class TopDownConfig:
+    complexity: int = 1  # BlazePose landmark model: 0 lite, 1 full, 2 heavy
+    min_box_height: float = 48.0  # pixels; shorter detector boxes are not labelled
+    margin: float = 1.25  # crop side / the box's longer side
+    detector_score: float = 0.3
+    min_visible: int = 8  # joints with visibility >= 0.5
+    min_pose_iou: float = 0.3  # pose box vs the box it was asked about
+    duplicate_distance: float = 0.15  # mean joint distance / box height under which two poses are one
+    threads: int | None = None  # detector threads (onnxruntime's default when None)
+
+
 class TopDownTeacher:
     name = "topdown"
     skeleton = get_skeleton("blazepose33")
 
-    def __init__(
-        self,
-        complexity: int = 1,
-        *,
-        min_box_height: float = 48.0,
-        margin: float = 1.25,
-        detector_score: float = 0.3,
-        min_visible: int = 8,
-        min_pose_iou: float = 0.3,
-        duplicate_distance: float = 0.15,
-        threads: int | None = None,
-    ) -> None:
-        self._detector = PersonDetector(min_score=detector_score, threads=threads)
-        self._landmarker = BlazePoseCrops(complexity)
+    def __init__(self, config: TopDownConfig | None = None, **options) -> None:
+        self.config = cfg = config or TopDownConfig(**options)
+        self._detector = PersonDetector(min_score=cfg.detector_score, threads=cfg.threads)
+        self._landmarker = BlazePoseCrops(cfg.complexity)
         self._tracker = Tracker()
-        self.min_box_height, self.margin, self.min_visible = min_box_height, margin, min_visible
-        self.min_pose_iou, self.duplicate_distance = min_pose_iou, duplicate_distance
         self._size: tuple[int, int] | None = None
 
     def start_video(self, size: tuple[int, int]) -> None:
@@ -92,18 +93,18 @@ class TopDownTeacher:
     def candidates(self, frame: np.ndarray) -> np.ndarray:
         """Boxes to label: the detector's, tall enough, plus last frame's persons it did not find."""
         boxes, _ = self._detector(frame)
-        boxes = boxes[boxes[:, 3] - boxes[:, 1] >= self.min_box_height]
+        boxes = boxes[boxes[:, 3] - boxes[:, 1] >= self.config.min_box_height]
         recent = [t.box for t in self._tracker.tracks if t.missed == 0]
         if recent:
             seen = iou_matrix(np.stack(recent), boxes).max(axis=1) if len(boxes) else np.zeros(len(recent))
-            boxes = np.concatenate([boxes, np.stack(recent)[seen < self.min_pose_iou]])
+            boxes = np.concatenate([boxes, np.stack(recent)[seen < self.config.min_pose_iou]])
         return boxes.reshape(-1, 4)
 
     def _label_one(self, frame: np.ndarray) -> list[PersonLabel]:
         if frame.shape[:2] != self._size:
             raise ValueError(f"frame size {frame.shape[:2]} differs from the video's {self._size}")
         boxes = self.candidates(frame)
-        crops = [crop_resized(frame, square_around(box, self.margin), CROP) for box in boxes]
+        crops = [crop_resized(frame, square_around(box, self.config.margin), CROP) for box in boxes]
         poses = self._landmarker([crop for crop, _ in crops])
         persons = []
         for box, (_, back), pose in zip(boxes, crops, poses, strict=True):
@@ -127,10 +128,10 @@ class TopDownTeacher:
         joints3d, joints2d, model_vis = pose
         joints2d = joints2d @ back[:, :2].T.astype(np.float32) + back[:, 2].astype(np.float32)
         visibility = model_vis * visible_in_frame(joints2d, self._size)
-        if int((visibility >= 0.5).sum()) < self.min_visible:
+        if int((visibility >= 0.5).sum()) < self.config.min_visible:
             return None
         box = box_of(joints2d, visibility, self._size)
-        if iou_matrix(box, asked)[0, 0] < self.min_pose_iou:
+        if iou_matrix(box, asked)[0, 0] < self.config.min_pose_iou:
             return None
         return PersonLabel(
             joints3d=joints3d - self.skeleton.root_of(joints3d),
@@ -145,7 +146,9 @@ class TopDownTeacher:
         kept: list[PersonLabel] = []
         for p in sorted(persons, key=lambda p: -p.score):
             pose = (p.joints2d, p.visibility, p.box)
-            if all(joint_distance(pose, (k.joints2d, k.visibility, k.box)) > self.duplicate_distance for k in kept):
+            if all(
+                joint_distance(pose, (k.joints2d, k.visibility, k.box)) > self.config.duplicate_distance for k in kept
+            ):
                 kept.append(p)
         return kept
 
