@@ -52,3 +52,25 @@ def crop_resized(image: np.ndarray, square: np.ndarray, size: int) -> tuple[np.n
     crop = cv2.warpAffine(image, forward, (size, size), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
     back = np.array([[1 / scale, 0, square[0]], [0, 1 / scale, square[1]]], dtype=np.float64)
     return crop, back
+
+
+def grow(box: np.ndarray, fraction: float) -> np.ndarray:
+    """The box with `fraction` of its width and height added on every side."""
+    pad = np.array([-1, -1, 1, 1], np.float32) * np.tile(box[2:] - box[:2], 2) * fraction
+    return (box + pad).astype(np.float32)
+
+
+def _in_crop(back: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """A frame-pixel box in the pixels of a crop whose matrix back to the frame is `back`."""
+    return np.round((box - np.tile(back[:, 2], 2)) / back[0, 0]).astype(int)
+
+
+def blank_outside(crop: np.ndarray, back: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """Black out the crop (from `crop_resized`, its matrix `back`) outside `box` (frame pixels), in place."""
+    x0, y0, x1, y1 = _in_crop(back, box)
+    h, w = crop.shape[:2]
+    crop[: max(0, y0)] = 0
+    crop[min(h, y1 + 1) :] = 0
+    crop[:, : max(0, x0)] = 0
+    crop[:, min(w, x1 + 1) :] = 0
+    return crop

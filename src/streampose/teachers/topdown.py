@@ -18,9 +18,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
-from streampose.detect.boxes import crop_resized, iou_matrix, square_around
+from streampose.detect.boxes import blank_outside, crop_resized, grow, iou_matrix, square_around
 from streampose.detect.track import Tracker, joint_distance
 from streampose.detect.yolox import PersonDetector
 from streampose.poses.labels import PersonLabel, box_of, visible_in_frame
@@ -63,10 +64,14 @@ class TopDownConfig:
     complexity: int = 1  # BlazePose landmark model: 0 lite, 1 full, 2 heavy
     min_box_height: float = 56.0  # pixels; BlazePose finds almost nobody shorter (README, "Top-down teacher")
     margin: float = 1.25  # crop side / the box's longer side
+    second_margin: float = 1.5  # the same, for the second look at a box that gave nobody
     detector_score: float = 0.3
     min_visible: int = 8  # joints with visibility >= 0.5
     min_pose_iou: float = 0.3  # pose box vs the box it was asked about
     duplicate_distance: float = 0.15  # mean joint distance / box height under which two poses are one
+    # Black out the crop this far (fraction of the box) outside the person's box, so BlazePose's own
+    # detector in the crop picks this person and not a bigger, clearer one beside them; None: off.
+    isolate: float | None = 0.1
     threads: int | None = None  # detector threads (onnxruntime's default when None)
 
 
@@ -90,27 +95,35 @@ class TopDownTeacher:
             raise RuntimeError("start_video() must be called before label()")
         return [self._label_one(np.ascontiguousarray(f)) for f in frames]
 
-    def candidates(self, frame: np.ndarray) -> np.ndarray:
-        """Boxes to label: the detector's, tall enough, plus last frame's persons it did not find."""
+    def candidates(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes to label: the detector's, tall enough, plus last frame's persons it did not find;
+        and which of them came from the detector."""
         boxes, _ = self.detector(frame)
-        boxes = boxes[boxes[:, 3] - boxes[:, 1] >= self.config.min_box_height]
-        recent = [t.box for t in self._tracker.tracks if t.missed == 0]
+        boxes = boxes[boxes[:, 3] - boxes[:, 1] >= self.config.min_box_height].reshape(-1, 4)
+        # A track's box is the tight box of its joints: grown to about what a detector would give.
+        recent = [grow(t.box, 0.1) for t in self._tracker.tracks if t.missed == 0]
         if recent:
             seen = iou_matrix(np.stack(recent), boxes).max(axis=1) if len(boxes) else np.zeros(len(recent))
-            boxes = np.concatenate([boxes, np.stack(recent)[seen < self.config.min_pose_iou]])
-        return boxes.reshape(-1, 4)
+            carried = np.stack(recent)[seen < self.config.min_pose_iou]
+            return np.concatenate([boxes, carried]), np.arange(len(boxes) + len(carried)) < len(boxes)
+        return boxes, np.ones(len(boxes), bool)
 
     def _label_one(self, frame: np.ndarray) -> list[PersonLabel]:
         if frame.shape[:2] != self._size:
             raise ValueError(f"frame size {frame.shape[:2]} differs from the video's {self._size}")
-        boxes = self.candidates(frame)
-        crops = [crop_resized(frame, square_around(box, self.config.margin), CROP) for box in boxes]
-        poses = self.landmarker([crop for crop, _ in crops])
-        persons = []
-        for box, (_, back), pose in zip(boxes, crops, poses, strict=True):
-            person = self._person(pose, back, box)
-            if person is not None:
-                persons.append(person)
+        boxes, detected = self.candidates(frame)
+        # Isolation is for detector boxes; a box carried from last frame's pose needs the context.
+        crops = [self._crop(frame, box, isolate=d) for box, d in zip(boxes, detected, strict=True)]
+        persons, missed = self._persons(boxes, crops)
+        if len(missed):
+            # Second look at the boxes that gave nobody, or someone else (BlazePose's own detector
+            # in the crop picked a clearer person beside or behind): more context, no isolation,
+            # and the bodies of everyone found so far blacked out.
+            crops = [self._crop(frame, box, margin=self.config.second_margin) for box in missed]
+            for crop, back in crops:
+                for p in persons:
+                    self._blank_body(crop, back, p)
+            persons += self._persons(missed, crops)[0]
         persons = self._without_duplicates(persons)
         ids = self._tracker.update(
             np.stack([p.box for p in persons]) if persons else np.zeros((0, 4), np.float32),
@@ -120,6 +133,34 @@ class TopDownTeacher:
         for person, track_id in zip(persons, ids, strict=True):
             person.track_id = track_id
         return persons
+
+    def _crop(
+        self, frame: np.ndarray, box: np.ndarray, *, isolate: bool = False, margin: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        crop, back = crop_resized(frame, square_around(box, margin or self.config.margin), CROP)
+        if isolate and self.config.isolate is not None:
+            blank_outside(crop, back, grow(box, self.config.isolate))
+        return crop, back
+
+    def _blank_body(self, crop: np.ndarray, back: np.ndarray, person: PersonLabel) -> None:
+        """Black out a found person's visible limbs and head in a crop: thick lines along the bones."""
+        scale = 1 / back[0, 0]
+        pts = np.round((person.joints2d - back[:, 2]) * scale).astype(np.int32)
+        thickness = max(2, round(0.1 * (person.box[3] - person.box[1]) * scale))
+        for a, b in self.skeleton.bones:
+            if person.visibility[a] >= 0.5 and person.visibility[b] >= 0.5:
+                cv2.line(crop, tuple(pts[a]), tuple(pts[b]), (0, 0, 0), thickness)
+
+    def _persons(self, boxes: np.ndarray, crops: list) -> tuple[list[PersonLabel], np.ndarray]:
+        """Persons in the crops of these boxes, and the boxes that gave none (the gates rejected it)."""
+        persons, missed = [], []
+        for box, (_, back), pose in zip(boxes, crops, self.landmarker([c for c, _ in crops]), strict=True):
+            person = self._person(pose, back, box)
+            if person is not None:
+                persons.append(person)
+            else:
+                missed.append(box)
+        return persons, np.array(missed, np.float32).reshape(-1, 4)
 
     def _person(self, pose, back: np.ndarray, asked: np.ndarray) -> PersonLabel | None:
         """The crop's pose in frame coordinates, or None when a gate rejects it."""
