@@ -280,6 +280,20 @@ def add_train_parser(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
+def cmd_models(args: argparse.Namespace) -> None:
+    from streampose import store
+
+    if args.action == "list":
+        rows = store.listing()
+        for r in rows:
+            print(f"{r['name']:24} {r['kind']:8} {r['status']:8} {r['package']:26} {r['licence']}")
+        if args.json:
+            emit_json({"models": rows, "cache": str(store.cache_dir())})
+        return
+    for name in args.names or [n for n, a in store.ASSETS.items() if args.all or a.kind != "clip"]:
+        print(f"{name}: {store.ensure(name)}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="streampose", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -347,6 +361,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", required=True, metavar="student.onnx")
     p.add_argument("--skeleton", default=None, help="refuse a checkpoint of another skeleton")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("models", help="list or fetch the model files and sample clips (the model store)")
+    p.add_argument("action", choices=["list", "fetch"])
+    p.add_argument("names", nargs="*", metavar="NAME", help="fetch: these (default: every model file)")
+    p.add_argument("--all", action="store_true", help="fetch: the sample clips too")
+    p.add_argument("--json", action="store_true", help="list: a JSON object as the last stdout line")
+    p.set_defaults(func=cmd_models)
     return parser
 
 

@@ -49,7 +49,7 @@ def view(
             labels = by_index.get(frame.index)
             if labels is None:
                 continue
-            image = overlay_frame(frame.image, labels.persons, skeleton, caption=f"#{frame.index}")
+            image = overlay_frame(frame.image, labels.persons, skeleton, caption=f"#{frame.index}", by_track=True)
             if writer:
                 writer.write(image)
             if png and shown % sheet_every == 0 and len(sheet) < sheet_frames:
