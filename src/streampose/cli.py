@@ -272,6 +272,10 @@ def add_train_parser(sub) -> None:
     for flag in ("--stride", "--max-side", "--loss-3d", "--loss-2d", "--loss-vis", "--save-every", "--log-every"):
         config_option(p, flag)
     config_option(p, "--seed")
+    config_option(p, "--val", str, action="extend", nargs="+", metavar="SOURCE",
+                  help="held-out SOURCEs (repeatable): scored every --val-every steps; best.pt")  # fmt: skip
+    for flag in ("--val-every", "--val-gb", "--val-stride"):
+        config_option(p, flag)
     p.add_argument("--no-augment", dest="augment", action="store_false")
     p.add_argument("--compile", action="store_true", help="torch.compile the student")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
