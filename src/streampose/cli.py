@@ -62,12 +62,9 @@ def add_source_options(p: argparse.ArgumentParser, loop: bool = True, permission
     g.add_argument("--target-height", type=int, default=480, help="preferred rendition's short side, pixels")
     g.add_argument("--max-video-mb", type=float, default=MAX_VIDEO_MB, help="skip videos larger than this")
     if permission:
-        g.add_argument(
-            "--pexels-permission",
-            action="store_true",
-            help="affirm that you have Pexels' explicit permission to train or evaluate models on its videos "
-            "(required for pexels: sources)",
-        )
+        g.add_argument("--pexels-permission", action="store_true",
+                       help="affirm that you have Pexels' explicit permission to train or evaluate models on its "
+                       "videos (required for pexels: sources)")  # fmt: skip
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -84,12 +81,8 @@ def source_filters(args: argparse.Namespace) -> dict:
 def source_videos(args: argparse.Namespace, specs: list[str]):
     """Pipeline head shared by label and eval: refs resolved lazily, fetched one at a time; a file or
     URL the user named that fails stops the command, a search result that fails is skipped."""
-    stream = sources.refs(
-        specs,
-        max_videos=args.max_videos,
-        loop=getattr(args, "loop", False),
-        filters=sources.SourceFilters(**source_filters(args)),
-    )
+    stream = sources.refs(specs, max_videos=args.max_videos, loop=getattr(args, "loop", False),
+                          filters=sources.SourceFilters(**source_filters(args)))  # fmt: skip
     return stages.videos(stream, max_bytes=int(args.max_video_mb * 1e6), handler=stages.raise_named_skip_searched)
 
 
@@ -156,7 +149,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from streampose.engine.train import train
 
     cfg = train_config(args)
-    require_pexels_permission(cfg.sources, args.pexels_permission)
+    require_pexels_permission(cfg.sources + cfg.val, args.pexels_permission)
     sources.refs(cfg.sources).close()  # fail now, with a clear message, on a bad source
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes, shows progress and JSON
     lock = args.lock or (RunLock(cfg.out).acquire() if main_rank else None)
@@ -177,6 +170,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json and main_rank:
         emit_json({k: v for k, v in result.items() if k != "buffer"} | {"buffer_fill": result["buffer"]["fill"]})
     return 130 if result["interrupted"] else 0
+
+
+def cmd_experiment(args: argparse.Namespace) -> None:
+    from streampose.engine.experiment import experiment, parse_sizes
+
+    cfg = train_config(args)
+    require_pexels_permission(cfg.sources + cfg.val, args.pexels_permission)
+    report = experiment(cfg, parse_sizes(args.sizes), progress=progress)
+    if args.json:
+        emit_json(report)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -249,10 +252,11 @@ def config_option(p: argparse.ArgumentParser, flag: str, kind: type | None = Non
     p.add_argument(flag, type=kind or type(default), default=default, **kwargs)
 
 
-def add_train_parser(sub) -> None:
+def add_train_parser(sub, name: str = "train", about: str = "train the student from the live stream"):
+    """`train`'s parser; `experiment` takes the same options."""
     from streampose.model.student import STUDENT_SIZES  # imports torch: after `early_train_lock`
 
-    p = sub.add_parser("train", help="train the student from the live stream")
+    p = sub.add_parser(name, help=about)
     p.add_argument(
         "--source", action="append", nargs="+", required=True, metavar="SOURCE",
         help="one or more SOURCEs (repeatable: --source A B --source C); read in a loop",
@@ -271,10 +275,9 @@ def add_train_parser(sub) -> None:
         config_option(p, flag)
     for flag in ("--stride", "--max-side", "--loss-3d", "--loss-2d", "--loss-vis", "--save-every", "--log-every"):
         config_option(p, flag)
-    config_option(p, "--seed")
     config_option(p, "--val", str, action="extend", nargs="+", metavar="SOURCE",
                   help="held-out SOURCEs (repeatable): scored every --val-every steps; best.pt")  # fmt: skip
-    for flag in ("--val-every", "--val-gb", "--val-stride"):
+    for flag in ("--seed", "--val-every", "--val-gb", "--val-stride"):
         config_option(p, flag)
     p.add_argument("--no-augment", dest="augment", action="store_false")
     p.add_argument("--compile", action="store_true", help="torch.compile the student")
@@ -282,6 +285,7 @@ def add_train_parser(sub) -> None:
     p.add_argument("--json", action="store_true")
     add_source_options(p, loop=False, permission=True)
     p.set_defaults(func=cmd_train)
+    return p
 
 
 def cmd_models(args: argparse.Namespace) -> None:
@@ -324,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_view)
 
     add_train_parser(sub)
+    p = add_train_parser(sub, "experiment", "train on nested subsets of the sources, each scored on --val")
+    p.add_argument("--sizes", default="1,2,4", help="first k distinct videos per run (one video: seconds)")
+    p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("eval", help="measure a student against the teacher on held-out video")
     p.add_argument("sources", nargs="+", metavar="SOURCE")
@@ -343,21 +350,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--poses", metavar="poses.jsonl", help="write one JSON line per frame")
     p.add_argument("--render", metavar="overlay.mp4", help="write an overlay video: 2D skeleton, crop, 3D panel")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
-    p.add_argument(
-        "--box",
-        metavar="x0,y0,x1,y1",
-        help="the person on the first frame, frame pixels (--box=-5,... if negative)",
-    )
+    p.add_argument("--box", metavar="x0,y0,x1,y1",
+                   help="the person on the first frame, frame pixels (--box=-5,... if negative)")  # fmt: skip
     p.add_argument("--skeleton", default=None, help="refuse a model that predicts another skeleton")
     p.add_argument("--max-side", type=int, default=None, help="scale frames so the longest side is at most this")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="CPU inference threads (0: all); tracking runs one crop at a time, where one thread is as fast "
-        "and leaves the other cores to decoding and encoding",
-    )
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU inference threads (0: all); tracking runs one crop at a time, where one thread is as "
+                   "fast and leaves the other cores to decoding and encoding")  # fmt: skip
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export a checkpoint's student to ONNX")

@@ -50,7 +50,7 @@ def check_disjoint(train_sources: list[str], val_sources: list[str]) -> None:
 def label_validation(cfg: TrainConfig, progress=None) -> EvalSet:
     """The teacher's labels of `cfg.val`, once (stride `cfg.val_stride`), within `cfg.val_gb`."""
     videos = stages.videos(
-        refs(cfg.val, max_videos=cfg.max_videos, filters=SourceFilters(**cfg.filters)),
+        refs(cfg.val, filters=SourceFilters(**cfg.filters)),  # all of them: max_videos is the training's
         max_bytes=int(cfg.max_video_mb * 1e6),
     )
     data = label_eval_set(
