@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint clean bench bench-quick
+.PHONY: install demo experiment test lint clean bench bench-quick
 
 install: $(STAMP)
 
@@ -16,6 +16,16 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(PY) -m streampose.demo
+
+# Held-out error against distinct training data: nested subsets of the Pose2Sim clips (the man; the
+# multi-person clips add the composited woman), every size scored on the Sports2D people. --min-fill
+# above any size: a run starts once all its videos are in the buffer.
+EXPERIMENT_CLIPS := $(foreach k,single multi,$(foreach i,1 2 3 4,pose2sim-$(k)-cam0$(i)))
+experiment: $(STAMP)
+	$(PY) -m streampose models fetch --all 2>/dev/null
+	clips=$$($(PY) -c 'from streampose.store import cache_dir; print(cache_dir() / "clips")') && \
+	$(PY) -m streampose experiment --source $(foreach c,$(EXPERIMENT_CLIPS),$$clips/$(c).mp4) \
+		--val $$clips/sports2d.mp4 --sizes 1,2,4,8 --steps 300 --warmup 30 --min-fill 100000 --out runs/experiment
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -41,4 +51,4 @@ bench-quick: $(STAMP)
 	$(PY) benchmarks/pipeline.py --quick --out bench.json
 
 clean:
-	rm -rf $(VENV) runs/demo
+	rm -rf $(VENV) runs/demo runs/experiment

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
+import numpy as np
 import pytest
 
 from streampose.cli import build_parser, main, train_config
 from streampose.engine import evaluate
+from streampose.engine.runlock import RunLock
 from streampose.engine.train import TrainConfig, Trainer
 from streampose.model.checkpoint import load_checkpoint
-from streampose.teachers import get_teacher
+from streampose.teachers import get_teacher, teacher_class
+
+pytest_plugins = ["fake_providers"]  # a local server speaking the Commons protocol
 
 
 def test_validation_is_labelled_once_never_feeds_the_buffer_and_keeps_the_best(clip, tmp_path, monkeypatch):
@@ -69,3 +74,24 @@ def test_val_options_are_repeatable_and_default_to_the_config():
     cfg = train_config(args)
     assert cfg.val == ["b", "c", "d"] and cfg.val_every == 5 and cfg.val_gb == TrainConfig.val_gb
     assert train_config(build_parser().parse_args(["train", "--source", "a"])).val == []
+
+
+def test_a_search_result_that_is_a_validation_video_is_never_trained_on(fake, tmp_path):
+    held_out = "commons:File:Walking person 1.webm"
+    skeleton = teacher_class("mediapipe").skeleton
+    val_set = evaluate.EvalSet(
+        images=np.zeros((1, 64, 64, 3), np.uint8), joints3d=np.zeros((1, skeleton.num_joints, 3), np.float32),
+        visibility=np.ones((1, skeleton.num_joints), np.float32), skeleton=skeleton, frames=1,
+        video_ids=frozenset({held_out}),
+    )  # fmt: skip
+    cfg = TrainConfig(sources=["commons:people walking"], out=str(tmp_path / "run"), student="micro", crop_size=64)
+    lock = RunLock(cfg.out).acquire()
+    try:
+        trainer = Trainer(cfg, lock=lock, val_set=val_set)
+        trainer.setup()
+        trainer.provenance = trainer.pending = None  # what `start` would open; only the refs are read here
+        _, pool = trainer._live_stream()
+        ids = [ref.id for ref in itertools.islice(pool.refs, 6)]
+    finally:
+        lock.release()
+    assert "commons:File:Walking person 0.webm" in ids and held_out not in ids and len(ids) == 6

@@ -39,7 +39,7 @@ class EvalSet:
     visibility: np.ndarray  # (N, J)
     skeleton: Skeleton
     frames: int  # frames the teacher saw
-    videos: int
+    video_ids: frozenset[str]
     truncated: bool = False  # the byte budget stopped the labelling early
 
     @property
@@ -91,7 +91,7 @@ def label_eval_set(
         images=np.stack([s.image for s in samples]) if samples else np.zeros((0, crop_size, crop_size, 3), np.uint8),
         joints3d=np.stack([s.joints3d for s in samples]) if samples else np.zeros((0, j, 3), np.float32),
         visibility=np.stack([s.visibility for s in samples]) if samples else np.zeros((0, j), np.float32),
-        skeleton=skeleton, frames=frames_seen, videos=len(video_ids), truncated=truncated,
+        skeleton=skeleton, frames=frames_seen, video_ids=frozenset(video_ids), truncated=truncated,
     )  # fmt: skip
 
 
@@ -111,7 +111,7 @@ def score(
         mean = np.broadcast_to(mean_pose, data.joints3d.shape).copy()
         baseline = pose_metrics(mean, data.joints3d, data.visibility, data.skeleton)
         result |= {f"baseline_{k}": v for k, v in baseline.items()}
-    return result | {"persons": len(data.images), "frames": data.frames, "videos": data.videos}, pred
+    return result | {"persons": len(data.images), "frames": data.frames, "videos": len(data.video_ids)}, pred
 
 
 def evaluate(

@@ -168,12 +168,14 @@ class Trainer:
             max_video_bytes=int(cfg.max_video_mb * 1e6),
         )  # fmt: skip
         # Loop: offline clips are few, so every pass relabels them; searches keep paging for new
-        # videos and skip those already used (the checkpoint's and the provenance's).
+        # videos and skip those already used (the checkpoint's and the provenance's) and the
+        # validation videos (local files are kept apart by `check_disjoint`).
         used = self.used_videos | (self.provenance.used_ids() if self.provenance else set())
         known = set().union(*rank.gather(used))
+        held_out = set().union(*rank.gather(set(self.val_set.video_ids) if self.val_set else set()))
         stream = refs(
             cfg.sources, loop=True, max_videos=cfg.max_videos, filters=SourceFilters(**cfg.filters),
-            skip_ids=known, keep=rank.keeps if rank.active else None,
+            skip_ids=known | held_out, keep=rank.keeps if rank.active else None,
             shard=(rank.rank, rank.world) if rank.active else None,
         )  # fmt: skip
         make_teacher = lambda: get_teacher(cfg.teacher)  # noqa: E731 - one per producer thread

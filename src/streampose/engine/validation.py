@@ -60,7 +60,7 @@ def label_validation(cfg: TrainConfig, progress=None) -> EvalSet:
     if not len(data.images):
         raise StreamPoseError(f"--val {' '.join(cfg.val)}: the teacher found nobody to validate on")
     print(
-        f"validation: {len(data.images)} persons in {data.frames} frames of {data.videos} videos "
+        f"validation: {len(data.images)} persons in {data.frames} frames of {len(data.video_ids)} videos "
         f"({data.nbytes / 2**20:.0f} MiB in memory)",
         file=sys.stderr,
     )
