@@ -1,4 +1,4 @@
-"""`streampose` command line: label, view, train, eval, predict, export.
+"""`streampose` command line: label, view, train, experiment, eval, predict, export.
 
 Each subcommand parses its options here and calls into the modules that do the work.
 A StreamPoseError (bad input, a missing dependency) becomes one line on stderr and exit
