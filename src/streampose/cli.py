@@ -17,7 +17,7 @@ from dataclasses import asdict
 from tqdm import tqdm
 
 from streampose import __version__, sources
-from streampose.engine.config import TrainConfig
+from streampose.engine.config import TrainConfig, config_defaults
 from streampose.engine.runlock import RunLock
 from streampose.errors import ReportedError, StreamPoseError
 from streampose.sources.base import MAX_VIDEO_MB
@@ -133,21 +133,32 @@ def cmd_view(args: argparse.Namespace) -> None:
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    """The run's config from the train options (`--source A B --source C` gives three sources)."""
+    """The run's config from the train options (`--source A B --source C` gives three sources; without
+    --source, the --config file's sources)."""
     return TrainConfig(
-        sources=[spec for group in args.source for spec in group],
+        sources=[spec for group in args.source or [] for spec in group] or getattr(args, "sources", []),
         filters=source_filters(args),
         **{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and k != "sources"},
     )
 
 
-def early_train_lock(argv: list[str]) -> RunLock | None:
+def early_train_options(argv: list[str]) -> dict:
+    """`train --config FILE`'s values, read before the full parse: they become the options' defaults."""
+    if not argv or argv[0] != "train":
+        return {}
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    path = pre.parse_known_args(argv[1:])[0].config
+    return config_defaults(path) if path else {}
+
+
+def early_train_lock(argv: list[str], defaults: dict) -> RunLock | None:
     """`train`'s lock on an existing run folder, taken before torch is imported (seconds), so a run
     on a busy folder is refused at once; `cmd_train` locks a new one. Only rank 0 locks."""
     if not argv or argv[0] != "train" or os.environ.get("RANK", "0") != "0" or {"-h", "--help"} & set(argv):
         return None
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--out", default=TRAIN.out)
+    pre.add_argument("--out", default=defaults.get("out", TRAIN.out))
     out = pre.parse_known_args(argv[1:])[0].out
     return RunLock(out).acquire() if os.path.isdir(out) else None
 
@@ -249,12 +260,17 @@ def config_option(p: argparse.ArgumentParser, flag: str, kind: type | None = Non
     p.add_argument(flag, type=kind or type(default), default=default, **kwargs)
 
 
-def add_train_parser(sub) -> None:
+def add_train_parser(sub, defaults: dict) -> None:
+    """The train options; `defaults` (a --config file's values) replace TrainConfig's defaults."""
     from streampose.model.student import STUDENT_SIZES  # imports torch: after `early_train_lock`
 
     p = sub.add_parser("train", help="train the student from the live stream")
     p.add_argument(
-        "--source", action="append", nargs="+", required=True, metavar="SOURCE",
+        "--config", metavar="run.toml",
+        help="TrainConfig's fields as TOML (a run folder's config.toml is one); options given here override it",
+    )  # fmt: skip
+    p.add_argument(
+        "--source", action="append", nargs="+", required=not defaults.get("sources"), metavar="SOURCE",
         help="one or more SOURCEs (repeatable: --source A B --source C); read in a loop",
     )  # fmt: skip
     config_option(p, "--teacher", choices=sorted(TEACHERS))
@@ -277,10 +293,10 @@ def add_train_parser(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--json", action="store_true")
     add_source_options(p, loop=False, permission=True)
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, **defaults)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog="streampose", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -305,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sheet-frames", type=int, default=12)
     p.set_defaults(func=cmd_view)
 
-    add_train_parser(sub)
+    add_train_parser(sub, train_defaults or {})
 
     p = sub.add_parser("eval", help="measure a student against the teacher on held-out video")
     p.add_argument("sources", nargs="+", metavar="SOURCE")
@@ -355,8 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     lock = None
     try:
-        lock = early_train_lock(argv)
-        args = build_parser().parse_args(argv)
+        defaults = early_train_options(argv)
+        lock = early_train_lock(argv, defaults)
+        args = build_parser(defaults).parse_args(argv)
         args.lock = lock
         code = args.func(args)
     except ReportedError as e:
