@@ -15,7 +15,7 @@ from streampose.engine.config import TrainConfig, config_defaults
 
 def parsed(argv: list[str]) -> TrainConfig:
     """What `streampose train ARGV` would run, without running it."""
-    from streampose.cli import early_train_options
+    from streampose.cli import early_train_options  # noqa: PLC0415
 
     return train_config(build_parser(early_train_options(argv)).parse_args(argv))
 

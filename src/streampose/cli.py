@@ -8,21 +8,17 @@ status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import warnings
 from dataclasses import asdict
 
-from tqdm import tqdm
-
 from streampose import __version__, sources
 from streampose.engine.config import TrainConfig, config_defaults
 from streampose.engine.runlock import RunLock
 from streampose.errors import ReportedError, StreamPoseError
-from streampose.sources.base import MAX_VIDEO_MB
+from streampose.options import add_model_options, add_source_options, emit_json, progress, source_filters, source_videos
 from streampose.sources.pexels import require_pexels_permission
-from streampose.stream import stages
 from streampose.teachers import TEACHERS, get_teacher
 
 TRAIN = TrainConfig()  # the train options' defaults, so the CLI and the config cannot disagree
@@ -33,64 +29,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
-
-
-def progress(disable: bool = False, **kwargs) -> tqdm:
-    """A progress bar on an interactive terminal, silent otherwise (logs, CI, pipes)."""
-    return tqdm(disable=disable or not sys.stderr.isatty(), dynamic_ncols=True, **kwargs)
-
-
-def emit_json(result: dict) -> None:
-    """The machine-readable result: one JSON object, always the last line of stdout."""
-    print(json.dumps(result), flush=True)
-
-
-def add_source_options(p: argparse.ArgumentParser, loop: bool = True, permission: bool = False) -> None:
-    """The source options; `permission` adds --pexels-permission (commands that train or evaluate)."""
-    g = p.add_argument_group(
-        "sources",
-        "SOURCE is a file, a folder, an http(s) URL, @list.txt (one source per line), pexels:QUERY or "
-        "commons:QUERY. Pexels' terms forbid training ML models on its content without Pexels' permission; "
-        "Wikimedia Commons media are freely licensed (set STREAMPOSE_CONTACT for its User-Agent).",
-    )
-    g.add_argument("--max-videos", type=int, default=None, help="stop after this many videos")
-    if loop:
-        g.add_argument("--loop", action="store_true", help="keep paging search sources for new videos forever")
-    g.add_argument("--orientation", choices=["landscape", "portrait", "square"], default=None)
-    g.add_argument("--min-duration", type=float, default=None, help="seconds (search sources)")
-    g.add_argument("--max-duration", type=float, default=None, help="seconds (search sources)")
-    g.add_argument("--target-height", type=int, default=480, help="preferred rendition's short side, pixels")
-    g.add_argument("--max-video-mb", type=float, default=MAX_VIDEO_MB, help="skip videos larger than this")
-    if permission:
-        g.add_argument(
-            "--pexels-permission",
-            action="store_true",
-            help="affirm that you have Pexels' explicit permission to train or evaluate models on its videos "
-            "(required for pexels: sources)",
-        )
-
-
-def add_model_options(p: argparse.ArgumentParser) -> None:
-    model = p.add_mutually_exclusive_group(required=True)
-    model.add_argument("--checkpoint", help="a training checkpoint (runs in PyTorch)")
-    model.add_argument("--onnx", metavar="student.onnx", help="an exported student (runs in onnxruntime)")
-
-
-def source_filters(args: argparse.Namespace) -> dict:
-    filters = {k: getattr(args, k) for k in ("orientation", "min_duration", "max_duration", "target_height")}
-    return filters | {"max_bytes": int(args.max_video_mb * 1e6)}
-
-
-def source_videos(args: argparse.Namespace, specs: list[str]):
-    """Pipeline head shared by label and eval: refs resolved lazily, fetched one at a time; a file or
-    URL the user named that fails stops the command, a search result that fails is skipped."""
-    stream = sources.refs(
-        specs,
-        max_videos=args.max_videos,
-        loop=getattr(args, "loop", False),
-        filters=sources.SourceFilters(**source_filters(args)),
-    )
-    return stages.videos(stream, max_bytes=int(args.max_video_mb * 1e6), handler=stages.raise_named_skip_searched)
 
 
 def cmd_label(args: argparse.Namespace) -> int:
