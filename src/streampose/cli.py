@@ -180,16 +180,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from streampose.model.checkpoint import load_checkpoint
-    from streampose.model.export import export_onnx
+    from streampose.model.export import export
 
-    ckpt = load_checkpoint(args.checkpoint)
-    if args.skeleton and ckpt["skeleton"] != args.skeleton:
-        raise StreamPoseError(
-            f"{args.checkpoint}: its student predicts skeleton {ckpt['skeleton']}, not {args.skeleton}"
-        )
-    path = export_onnx(ckpt, args.onnx)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, skeleton {ckpt['skeleton']})", file=sys.stderr)
+    paths = export(args.checkpoint, args.onnx, args.safetensors, expect_skeleton=args.skeleton)
+    sizes = ", ".join(f"{p} ({p.stat().st_size / 1e6:.1f} MB)" for p in paths[:-2])
+    print(f"wrote {sizes}; model card {paths[-2]} and {paths[-1].name}", file=sys.stderr)
 
 
 def config_option(p: argparse.ArgumentParser, flag: str, kind: type | None = None, **kwargs) -> None:
@@ -296,9 +291,10 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("export", help="export a checkpoint's student to ONNX")
+    p = sub.add_parser("export", help="export a checkpoint's student to ONNX and/or safetensors, with a model card")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--onnx", required=True, metavar="student.onnx")
+    p.add_argument("--onnx", metavar="student.onnx", help="the student for onnxruntime (no PyTorch needed)")
+    p.add_argument("--safetensors", metavar="student.safetensors", help="the weights, for PyTorch users")
     p.add_argument("--skeleton", default=None, help="refuse a checkpoint of another skeleton")
     p.set_defaults(func=cmd_export)
     return parser
