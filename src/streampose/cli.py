@@ -17,7 +17,15 @@ from streampose import __version__, sources
 from streampose.engine.config import TrainConfig, config_defaults
 from streampose.engine.runlock import RunLock
 from streampose.errors import ReportedError, StreamPoseError
-from streampose.options import add_model_options, add_source_options, emit_json, progress, source_filters, source_videos
+from streampose.options import (
+    add_model_options,
+    add_rerun_option,
+    add_source_options,
+    emit_json,
+    progress,
+    source_filters,
+    source_videos,
+)
 from streampose.sources.pexels import require_pexels_permission
 from streampose.teachers import TEACHERS, get_teacher
 
@@ -64,10 +72,11 @@ def cmd_view(args: argparse.Namespace) -> None:
 
     with progress(unit="frame", desc="view") as bar:
         shown = view(args.labels, args.video, out=args.out, png=args.png, sheet_frames=args.sheet_frames,
-                     on_frame=bar.update)  # fmt: skip
+                     rerun=args.rerun, on_frame=bar.update)  # fmt: skip
     drawn = [f"to {args.out}"] if args.out else []
-    print(f"drew {shown} labelled frames " + ", ".join(drawn + ([f"sheet {args.png}"] if args.png else [])),
-          file=sys.stderr)  # fmt: skip
+    drawn += [f"sheet {args.png}"] if args.png else []
+    drawn += [f"Rerun {args.rerun or 'viewer'}"] if args.rerun is not None else []
+    print(f"showed {shown} labelled frames: " + ", ".join(drawn), file=sys.stderr)
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
@@ -154,8 +163,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from streampose.engine.predict import parse_box, predict_video
     from streampose.model.backends import open_backend
 
-    if not (args.poses or args.render or args.json):
-        raise StreamPoseError("nothing to do: give --poses poses.jsonl, --render overlay.mp4 and/or --json")
+    if not (args.poses or args.render or args.json or args.rerun is not None):
+        raise StreamPoseError("nothing to do: give --poses poses.jsonl, --render overlay.mp4, --rerun and/or --json")
     box = parse_box(args.box) if args.box is not None else None
     backend = open_backend(
         checkpoint=args.checkpoint,
@@ -170,6 +179,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
             backend,
             poses=args.poses,
             render=args.render,
+            rerun=args.rerun,
             box=box,
             max_side=args.max_side,
             progress=bar.update,
@@ -252,6 +262,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="overlay.mp4", help="overlay video")
     p.add_argument("--png", metavar="sheet.png", help="contact sheet of a few frames")
     p.add_argument("--sheet-frames", type=int, default=12)
+    add_rerun_option(p)
     p.set_defaults(func=cmd_view)
 
     add_train_parser(sub, train_defaults or {})
@@ -273,6 +284,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     add_model_options(p)
     p.add_argument("--poses", metavar="poses.jsonl", help="write one JSON line per frame")
     p.add_argument("--render", metavar="overlay.mp4", help="write an overlay video: 2D skeleton, crop, 3D panel")
+    add_rerun_option(p)
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
     p.add_argument(
         "--box",

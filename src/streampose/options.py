@@ -70,3 +70,11 @@ def source_videos(args: argparse.Namespace, specs: list[str]):
         filters=sources.SourceFilters(**source_filters(args)),
     )
     return stages.videos(stream, max_bytes=int(args.max_video_mb * 1e6), handler=stages.raise_named_skip_searched)
+
+
+def add_rerun_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--rerun", nargs="?", const="", metavar="out.rrd",
+        help="log frames, 2D and 3D skeletons to the interactive viewer: to a recording (open it with `rerun out.rrd`) "
+        "or, without a file, to a viewer spawned now (needs pip install 'streampose[viz]')",
+    )  # fmt: skip

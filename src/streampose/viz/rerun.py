@@ -101,3 +101,11 @@ class RerunLog:
     def close(self) -> None:
         self.recording.flush(blocking=True)
         self.recording.disconnect()
+
+
+def recording(skeleton: Skeleton, target: str | Path | None) -> RerunLog | None:
+    """`--rerun`'s recording: none when not asked for, a spawned viewer for "" (the flag without a
+    file), else the file."""
+    if target is None:
+        return None
+    return RerunLog(skeleton, target or None)
