@@ -22,11 +22,14 @@ from streampose.options import (
     add_rerun_option,
     add_source_options,
     emit_json,
+    frame_total,
     progress,
     source_filters,
     source_videos,
+    tick,
 )
 from streampose.sources.pexels import require_pexels_permission
+from streampose.stream import stages
 from streampose.teachers import TEACHERS, get_teacher
 
 TRAIN = TrainConfig()  # the train options' defaults, so the CLI and the config cannot disagree
@@ -45,10 +48,10 @@ def cmd_label(args: argparse.Namespace) -> int:
     teacher = get_teacher(args.teacher)
     skeleton = teacher.skeleton
     try:
-        with progress(unit="frame", desc="label") as bar:
+        with progress(total=frame_total(args), unit="frame", desc="label") as bar:
             counts = label(
                 source_videos(args, args.sources), teacher, stride=args.stride, max_frames=args.max_frames,
-                max_side=args.max_side, save=args.save, render=args.render, on_frame=bar.update,
+                max_side=args.max_side, save=args.save, render=args.render, on_frame=lambda n: tick(bar, n),
             )  # fmt: skip
     finally:
         teacher.close()
@@ -70,7 +73,7 @@ def cmd_label(args: argparse.Namespace) -> int:
 def cmd_view(args: argparse.Namespace) -> None:
     from streampose.engine.view import view
 
-    with progress(unit="frame", desc="view") as bar:
+    with progress(total=stages.frame_total([args.video]), unit="frame", desc="view") as bar:
         shown = view(args.labels, args.video, out=args.out, png=args.png, sheet_frames=args.sheet_frames,
                      rerun=args.rerun, on_frame=bar.update)  # fmt: skip
     drawn = [f"to {args.out}"] if args.out else []
@@ -143,7 +146,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     require_pexels_permission(args.sources, args.pexels_permission)
     backend = open_backend(checkpoint=args.checkpoint, onnx=args.onnx, device=args.device)
-    with progress(unit="frame", desc="eval") as bar:
+    with progress(total=frame_total(args), unit="frame", desc="eval") as bar:
         result = evaluate(
             backend,
             source_videos(args, args.sources),
@@ -151,7 +154,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
             stride=args.stride,
             max_frames=args.max_frames,
             max_side=args.max_side,
-            progress=bar,
+            on_frame=lambda n: tick(bar, n),
         )
     if result["persons"]:
         print(summary_line(result), file=sys.stderr)
@@ -173,7 +176,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         expect_skeleton=args.skeleton,
         threads=args.threads,
     )
-    with progress(unit="frame", desc="predict") as bar:
+    with progress(total=stages.frame_total([args.video]), unit="frame", desc="predict") as bar:
         result = predict_video(
             args.video,
             backend,

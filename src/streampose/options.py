@@ -19,6 +19,17 @@ def progress(disable: bool = False, **kwargs) -> tqdm:
     return tqdm(disable=disable or not sys.stderr.isatty(), dynamic_ncols=True, **kwargs)
 
 
+def tick(bar: tqdm, persons: int) -> None:
+    """One frame done with `persons` found on it: the bar counts frames (frames/s) and shows persons/s."""
+    if bar.disable:
+        return
+    bar.update()
+    bar.persons = getattr(bar, "persons", 0) + persons
+    elapsed = bar.format_dict["elapsed"]
+    if elapsed > 0:
+        bar.set_postfix_str(f"{bar.persons / elapsed:.1f} persons/s", refresh=False)
+
+
 def emit_json(result: dict) -> None:
     """The machine-readable result: one JSON object, always the last line of stdout."""
     print(json.dumps(result), flush=True)
@@ -70,6 +81,13 @@ def source_videos(args: argparse.Namespace, specs: list[str]):
         filters=sources.SourceFilters(**source_filters(args)),
     )
     return stages.videos(stream, max_bytes=int(args.max_video_mb * 1e6), handler=stages.raise_named_skip_searched)
+
+
+def frame_total(args: argparse.Namespace) -> int | None:
+    """The frames label or eval will see, when bounded (see `stages.frame_total`), for the bar's ETA."""
+    if getattr(args, "loop", False):
+        return None
+    return stages.frame_total(args.sources, stride=args.stride, max_frames=args.max_frames, max_videos=args.max_videos)
 
 
 def add_rerun_option(p: argparse.ArgumentParser) -> None:

@@ -66,7 +66,7 @@ def label(
     save: str | Path | None = None,
     render: str | Path | None = None,
     handler: stages.Handler = stages.raise_named_skip_searched,
-    on_frame: Callable[[], None] | None = None,
+    on_frame: Callable[[int], object] | None = None,
 ) -> LabelCounts:
     """Label every frame of `videos` (after `stride`) with `teacher`; Ctrl-C stops it cleanly.
 
@@ -95,7 +95,7 @@ def label(
             counts.labelled_frames += bool(labels.persons)
             counts.persons += len(labels.persons)
             if on_frame is not None:
-                on_frame()
+                on_frame(len(labels.persons))
     except KeyboardInterrupt:
         counts.interrupted = True
     finally:
