@@ -48,7 +48,9 @@ def view(
     viewer = recording(skeleton, rerun)  # first: a missing rerun-sdk fails before any file exists
     writer = VideoWriter(out, fps=probe(video.data, video.id).fps) if out else None
     try:
-        for _, frame in stages.frames([video]):
+        # Frames scaled as they were when labelled (`label --max-side`), so the 2D joints land on them.
+        max_side = max(next(iter(by_index.values())).size)
+        for _, frame in stages.frames([video], max_side=max_side):
             if on_frame is not None:
                 on_frame()
             labels = by_index.get(frame.index)
