@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,10 @@ def test_a_comotion_students_export_says_research_only(tmp_path):
     run = run_folder(tmp_path, "comotion", "comotion27")
     out = tmp_path / "export" / "student.onnx"
     assert main(["export", "--checkpoint", str(run / "last.pt"), "--onnx", str(out)]) == 0
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for written in ("student.onnx", "student.card.md", "student.card.json"):  # readable as open() would leave them
+        assert (out.parent / written).stat().st_mode & 0o777 == 0o666 & ~umask
     card = json.loads((out.parent / "student.card.json").read_text())
     assert card["licence"]["research_only"] is True and card["files"] == {"onnx": "student.onnx"}
     assert card["skeleton"]["name"] == "comotion27" and card["training"]["steps"] == 120
