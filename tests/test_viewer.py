@@ -98,3 +98,13 @@ def test_view_and_predict_write_recordings_from_the_command_line(clip, tmp_path,
     rows, columns = _recorded(tmp_path / "p.rrd")
     assert rows == 100  # every frame of the clip, one person each
     assert {"/video:Blob", "/video/person/0/box:Position2D", "/world/person/0/joints:Position3D"} <= columns
+
+
+def test_spawning_without_a_viewer_on_path_is_one_clear_error(monkeypatch, tmp_path):
+    """rerun-sdk spawns the viewer found on PATH; the environment's own bin folder is tried too."""
+    from streampose.poses.skeletons import get_skeleton
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(viewer.sys, "executable", str(tmp_path / "python"))
+    with pytest.raises(StreamPoseError, match=r"not on PATH: .*\(--rerun out\.rrd\)"):
+        viewer.RerunLog(get_skeleton("blazepose33"), None)

@@ -14,6 +14,9 @@ clears the persons of the frame before, so a person who left is not drawn on.
 from __future__ import annotations
 
 import colorsys
+import os
+import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -38,6 +41,20 @@ def import_rerun() -> ModuleType:
     return rerun
 
 
+def _find_viewer() -> None:
+    """Put the `rerun` viewer on PATH for rerun-sdk's spawn, which looks for it only there: the
+    environment's own bin folder is tried when it is not activated (`.venv/bin/streampose ...`)."""
+    if shutil.which("rerun"):
+        return
+    bin_dir = Path(sys.executable).parent
+    if not shutil.which("rerun", path=str(bin_dir)):
+        raise StreamPoseError(
+            "--rerun without a file spawns the `rerun` viewer, which is not on PATH: activate the environment "
+            "rerun-sdk is installed in, or write a recording (--rerun out.rrd) and open it with `rerun out.rrd`"
+        )
+    os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
 def track_colour(track_id: int) -> tuple[int, int, int]:
     """A stable, well-separated colour per track id (golden-ratio hues)."""
     r, g, b = colorsys.hsv_to_rgb((track_id * 0.618033988749895) % 1.0, 0.75, 0.95)
@@ -53,6 +70,8 @@ class RerunLog:
     def __init__(self, skeleton: Skeleton, path: str | Path | None, *, app: str = "streampose") -> None:
         self.rr = rr = import_rerun()
         self.skeleton = skeleton
+        if path is None:
+            _find_viewer()
         self.recording = rr.new_recording(app, spawn=path is None)
         if path is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
