@@ -223,8 +223,17 @@ def test_flip_permutation_matches_the_names():
 # ------------------------------------------------------------------ the teacher, with a stand-in model
 
 
+# CoMotion's ImageNet mean, which it keeps on the CPU and subtracts from the full frame before
+# moving the 512x512 crop to the model's device (comotion_demo/utils/dataloading.py).
+COMOTION_IMG_MEAN = torch.tensor([0.4850, 0.4560, 0.4060]).view(-1, 1, 1)
+
+
 class FakeCoMotion:
-    """Stands in for CoMotion: same call shape, scripted tracks, records what it was given."""
+    """Stands in for CoMotion: same call shape, scripted tracks, records what it was given.
+
+    Like CoMotion's forward, it normalises the full frame against a CPU tensor first, so a frame
+    handed over on another device fails here as it does inside CoMotion.
+    """
 
     def __init__(self, script: list[dict[int, np.ndarray]]) -> None:
         self.script = list(script)
@@ -238,6 +247,7 @@ class FakeCoMotion:
 
     def __call__(self, image, K, use_mps=False):
         self.calls.append((image, K, use_mps))
+        _normalised = image.float() / 255 - COMOTION_IMG_MEAN
         self.frame_count += 1
         self.shot_detector.seen.append(self.frame_count)
         people = self.script.pop(0)
@@ -272,6 +282,22 @@ def test_teacher_feeds_chw_uint8_and_default_k_and_resets_per_video():
     assert counts == [0, 0, 1, 0, 0]
     with pytest.raises(ValueError, match="differs"):
         teacher.label([frame[:10]])
+    teacher.close()
+
+
+def test_frame_and_k_reach_comotion_on_the_cpu_whatever_the_models_device():
+    """CoMotion's demo hands it the frame and K on the CPU; it moves only the 512x512 crop to CUDA.
+
+    `meta` stands in for a GPU (none here): any `.to(model device)` of the frame would show.
+    """
+    fake = FakeCoMotion([{1: body()}] * 3)
+    teacher = cm.CoMotionTeacher(model=fake, device="meta")
+    frame = np.random.default_rng(1).integers(0, 256, (*SIZE, 3), dtype=np.uint8)
+    teacher.start_video(SIZE)
+    assert [len(x) for x in teacher.label([frame] * 3)] == [0, 0, 1]
+    for image, k, _ in fake.calls:
+        assert image.device.type == "cpu" and image.dtype == torch.uint8 and image.shape == (3, *SIZE)
+        assert k.device.type == "cpu" and k.dtype == torch.float32 and np.allclose(k.numpy(), K)
     teacher.close()
 
 
