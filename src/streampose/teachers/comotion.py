@@ -1,8 +1,8 @@
 """Apple CoMotion, an optional multi-person teacher (github.com/apple/ml-comotion).
 
 Why it is optional: CoMotion is not on PyPI, its weights and the SMPL body model it needs must
-be fetched by hand (the SMPL model only after registering), and it is a GPU teacher: about
-20 s per frame on a 2-core CPU. Its licences are also narrower than MediaPipe's: code under the
+be fetched by hand (the SMPL model only after registering), and it is a GPU teacher: tens of
+seconds per frame on a 2-core CPU (README). Its licences are also narrower than MediaPipe's: code under the
 Apple Sample Code License, weights under the Apple ML Research Model License (non-commercial
 research only, derivatives included, so a student trained on its labels inherits that), SMPL
 non-commercial with no redistribution. See README, "CoMotion teacher (optional)".
@@ -47,7 +47,7 @@ from streampose.teachers.comotion_install import (
 SKELETON = get_skeleton("comotion27")
 
 CPU_WARNING = (
-    "the comotion teacher is running on the CPU: expect ~20 s per frame (measured on 2 cores); "
+    "the comotion teacher is running on the CPU: expect 30 s or more per frame (30-105 s measured on 2 cores); "
     "use a CUDA GPU or Apple Silicon"
 )
 
