@@ -36,6 +36,7 @@ import numpy as np
 import scipy.sparse
 import torch
 
+from streampose.errors import StreamPoseError
 from streampose.poses.labels import load_labels
 from streampose.sources.samples import sample_clip
 from streampose.teachers.comotion_install import SMPL_MODEL, find_comotion_package
@@ -201,7 +202,10 @@ def main() -> None:
     args = ap.parse_args()
     clip = Path(args.clip) if Path(args.clip).is_file() else sample_clip(args.clip)
     with tempfile.TemporaryDirectory(prefix="comotion-smoke-") as work:
-        result = run(clip, args.frames, args.max_side, Path(work), args.seed)
+        try:
+            result = run(clip, args.frames, args.max_side, Path(work), args.seed)
+        except StreamPoseError as e:  # CoMotion not installed, a clip that does not decode, ...
+            sys.exit(f"error: {e}")
     text = json.dumps(result)
     if args.out:
         args.out.write_text(text + "\n")
