@@ -159,7 +159,7 @@ def run(clip: Path, frames: int, max_side: int | None, work: Path, seed: int) ->
     ).stdout.strip()
     if Path(found) != copy:
         raise SystemExit(f"the CLI would use CoMotion at {found}, not the copy in {copy}")
-    labels = work / "labels.pt"
+    labels = work / "labels.jsonl"  # JSON Lines since the engine merge; load_labels reads either format
     cmd = [sys.executable, "-m", "streampose", "label", "--teacher", "comotion", str(clip)]
     cmd += ["--max-frames", str(frames), "--json", "--save", str(labels)]
     cmd += ["--max-side", str(max_side)] if max_side else []
