@@ -81,12 +81,13 @@ def source_filters(args: argparse.Namespace) -> dict:
     return filters | {"max_bytes": int(args.max_video_mb * 1e6)}
 
 
-def source_videos(args: argparse.Namespace, specs: list[str]):
+def source_videos(args: argparse.Namespace, specs: list[str], *, max_videos: int | None = None):
     """Pipeline head shared by label and eval: refs resolved lazily, fetched one at a time; a file or
-    URL the user named that fails stops the command, a search result that fails is skipped."""
+    URL the user named that fails stops the command, a search result that fails is skipped.
+    `max_videos` caps the refs tried (label instead caps the videos that decode, after this)."""
     stream = sources.refs(
         specs,
-        max_videos=args.max_videos,
+        max_videos=max_videos,
         loop=getattr(args, "loop", False),
         filters=sources.SourceFilters(**source_filters(args)),
     )
@@ -102,7 +103,8 @@ def cmd_label(args: argparse.Namespace) -> int:
         with progress(unit="frame", desc="label") as bar:
             counts = label(
                 source_videos(args, args.sources), teacher, stride=args.stride, max_frames=args.max_frames,
-                max_side=args.max_side, save=args.save, render=args.render, on_frame=bar.update,
+                max_side=args.max_side, save=args.save, render=args.render, max_videos=args.max_videos,
+                on_frame=bar.update,
             )  # fmt: skip
     finally:
         teacher.close()
@@ -188,7 +190,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     with progress(unit="frame", desc="eval") as bar:
         result = evaluate(
             backend,
-            source_videos(args, args.sources),
+            source_videos(args, args.sources, max_videos=args.max_videos),
             teacher=args.teacher,
             stride=args.stride,
             max_frames=args.max_frames,
