@@ -112,11 +112,11 @@ AUDIT_SCRIPT = textwrap.dedent(
     from streampose.sources.provenance import ProvenanceLog
     from streampose.sources import refs
     from streampose.teachers import get_teacher
-    from streampose.teachers.mediapipe import MediaPipeTeacher, _import_mediapipe
+    from streampose.teachers.mediapipe import MediaPipeTeacher, import_mediapipe
 
     # Libraries are imported before the audit starts: mediapipe's import probes TMPDIR (ctypes)
     # and creates matplotlib's config folders. Everything from the first byte fetched on is audited.
-    _import_mediapipe()
+    import_mediapipe()
     audit = WriteAudit([out]).start()
 
     class Handler(BaseHTTPRequestHandler):

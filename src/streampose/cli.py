@@ -51,7 +51,8 @@ def cmd_label(args: argparse.Namespace) -> int:
         with progress(total=frame_total(args), unit="frame", desc="label") as bar:
             counts = label(
                 source_videos(args, args.sources), teacher, stride=args.stride, max_frames=args.max_frames,
-                max_side=args.max_side, save=args.save, render=args.render, on_frame=lambda n: tick(bar, n),
+                max_side=args.max_side, save=args.save, render=args.render, max_videos=args.max_videos,
+                on_frame=lambda n: tick(bar, n),
             )  # fmt: skip
     finally:
         teacher.close()
@@ -149,7 +150,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     with progress(total=frame_total(args), unit="frame", desc="eval") as bar:
         result = evaluate(
             backend,
-            source_videos(args, args.sources),
+            source_videos(args, args.sources, max_videos=args.max_videos),
             teacher=args.teacher,
             stride=args.stride,
             max_frames=args.max_frames,
@@ -242,6 +243,20 @@ def add_train_parser(sub, defaults: dict) -> None:
     p.set_defaults(func=cmd_train, **defaults)
 
 
+def cmd_models(args: argparse.Namespace) -> None:
+    from streampose import store
+
+    if args.action == "list":
+        rows = store.listing()
+        for r in rows:
+            print(f"{r['name']:24} {r['kind']:8} {r['status']:8} {r['package']:26} {r['licence']}")
+        if args.json:
+            emit_json({"models": rows, "cache": str(store.cache_dir())})
+        return
+    for name in args.names or [n for n, a in store.ASSETS.items() if args.all or a.kind != "clip"]:
+        print(f"{name}: {store.ensure(name)}", file=sys.stderr)
+
+
 def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog="streampose", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -312,6 +327,13 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     p.add_argument("--safetensors", metavar="student.safetensors", help="the weights, for PyTorch users")
     p.add_argument("--skeleton", default=None, help="refuse a checkpoint of another skeleton")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("models", help="list or fetch the model files and sample clips (the model store)")
+    p.add_argument("action", choices=["list", "fetch"])
+    p.add_argument("names", nargs="*", metavar="NAME", help="fetch: these (default: every model file)")
+    p.add_argument("--all", action="store_true", help="fetch: the sample clips too")
+    p.add_argument("--json", action="store_true", help="list: a JSON object as the last stdout line")
+    p.set_defaults(func=cmd_models)
     return parser
 
 

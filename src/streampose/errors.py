@@ -29,6 +29,10 @@ class TeacherUnavailable(StreamPoseError):
     """A teacher's package, weights or model files are missing; the message says how to get them."""
 
 
+class ModelFileError(SourceError):
+    """A model file or sample clip from the store is missing, cannot be fetched, or is corrupt."""
+
+
 class ProducerError(ReportedError, RuntimeError):
     """A producer failed; raised in the consumer so the failure is not silently a stall."""
 

@@ -71,12 +71,13 @@ def source_filters(args: argparse.Namespace) -> dict:
     return filters | {"max_bytes": int(args.max_video_mb * 1e6)}
 
 
-def source_videos(args: argparse.Namespace, specs: list[str]):
+def source_videos(args: argparse.Namespace, specs: list[str], *, max_videos: int | None = None):
     """Pipeline head shared by label and eval: refs resolved lazily, fetched one at a time; a file or
-    URL the user named that fails stops the command, a search result that fails is skipped."""
+    URL the user named that fails stops the command, a search result that fails is skipped.
+    `max_videos` caps the refs tried (label instead caps the videos that decode, after this)."""
     stream = sources.refs(
         specs,
-        max_videos=args.max_videos,
+        max_videos=max_videos,
         loop=getattr(args, "loop", False),
         filters=sources.SourceFilters(**source_filters(args)),
     )

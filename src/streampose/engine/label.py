@@ -28,6 +28,7 @@ class LabelCounts:
     frames: int = 0
     labelled_frames: int = 0
     persons: int = 0
+    tracks: int = 0  # distinct track ids, summed over videos (ids restart with every video)
     seconds: float = 0.0
     interrupted: bool = False
 
@@ -47,7 +48,7 @@ class _Overlay:
         if self.writer is None:
             self.writer = VideoWriter(self.path, fps=probe(video.data, video.id).fps / self.stride)
         caption = f"{Path(video.id).name} #{frame.index}"
-        image = overlay_frame(frame.image, labels.persons, self.skeleton, caption=caption)
+        image = overlay_frame(frame.image, labels.persons, self.skeleton, caption=caption, by_track=True)
         self.size = self.size or (image.shape[1], image.shape[0])
         self.writer.write(cv2.resize(image, self.size) if image.shape[1::-1] != self.size else image)
 
@@ -66,12 +67,14 @@ def label(
     save: str | Path | None = None,
     render: str | Path | None = None,
     handler: stages.Handler = stages.raise_named_skip_searched,
+    max_videos: int | None = None,
     on_frame: Callable[[int], object] | None = None,
 ) -> LabelCounts:
     """Label every frame of `videos` (after `stride`) with `teacher`; Ctrl-C stops it cleanly.
 
     `save` gets each video's provenance and each frame's labels as they come; `handler` is the
-    bad-input policy for videos that do not decode (the same one `eval` uses). Returns the
+    bad-input policy for videos that do not decode (the same one `eval` uses); `max_videos`
+    counts the videos labelled, not those tried. Returns the
     counts, with `interrupted` set when Ctrl-C ended it: everything counted is in `save`.
     """
     counts = LabelCounts()
@@ -79,11 +82,13 @@ def label(
     writer = LabelsWriter(save, teacher=teacher.name, skeleton=teacher.skeleton.name) if save else None
     overlay = _Overlay(render, teacher, stride) if render else None
     try:
-        stream = stages.frames(videos, stride=stride, max_frames=max_frames, max_side=max_side, handler=handler)
-        last_video = None
+        stream = stages.frames(
+            videos, stride=stride, max_frames=max_frames, max_side=max_side, handler=handler, max_videos=max_videos
+        )
+        last_video, video_tracks = None, set()
         for video, frame, labels in stages.labelled(teacher, stream):
             if video is not last_video:
-                last_video = video
+                last_video, video_tracks = video, set()
                 if writer:
                     writer.video({"id": video.id, **video.meta})
                 counts.videos += 1
@@ -94,6 +99,9 @@ def label(
             counts.frames += 1
             counts.labelled_frames += bool(labels.persons)
             counts.persons += len(labels.persons)
+            new_tracks = {p.track_id for p in labels.persons} - video_tracks
+            counts.tracks += len(new_tracks)
+            video_tracks |= new_tracks
             if on_frame is not None:
                 on_frame(len(labels.persons))
     except KeyboardInterrupt:

@@ -59,7 +59,7 @@ def view(
             if viewer:
                 viewer.frame(frame.index, frame.timestamp, frame.image, labels.persons)
             if writer or png:
-                image = overlay_frame(frame.image, labels.persons, skeleton, caption=f"#{frame.index}")
+                image = overlay_frame(frame.image, labels.persons, skeleton, caption=f"#{frame.index}", by_track=True)
                 if writer:
                     writer.write(image)
                 if png and shown % sheet_every == 0 and len(sheet) < sheet_frames:

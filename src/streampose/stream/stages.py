@@ -74,14 +74,25 @@ def frames(
     max_frames: int | None = None,
     max_side: int | None = None,
     handler: Handler = raise_named_skip_searched,
+    max_videos: int | None = None,
 ) -> Iterator[tuple[Video, Frame]]:
-    """Decode each video in turn; a video that fails part-way keeps the frames it gave."""
+    """Decode each video in turn; a video that fails part-way keeps the frames it gave.
+
+    `max_videos` counts videos that gave frames, so a broken upload skipped by `handler` does
+    not use up a place; no video is fetched past the last one needed.
+    """
+    used = 0
     for video in videos:
+        gave = False
         try:
             for frame in decode_frames(video.data, video.id, stride=stride, max_frames=max_frames, max_side=max_side):
+                gave = True
                 yield video, frame
         except StreamPoseError as e:
             handler(e, video)
+        used += gave
+        if max_videos is not None and used >= max_videos:
+            return
 
 
 def frame_total(

@@ -39,6 +39,7 @@ class Teacher(Protocol):
 TEACHERS: dict[str, str] = {
     "mediapipe": "streampose.teachers.mediapipe:MediaPipeTeacher",
     "comotion": "streampose.teachers.comotion:CoMotionTeacher",
+    "topdown": "streampose.teachers.topdown:TopDownTeacher",
 }
 
 

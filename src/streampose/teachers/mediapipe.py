@@ -21,6 +21,7 @@ import numpy as np
 from streampose.errors import TeacherUnavailable
 from streampose.poses.labels import PersonLabel, box_of, visible_in_frame
 from streampose.poses.skeletons import get_skeleton
+from streampose.teachers.quiet import native_chatter_filtered
 
 _MODEL_FILES = {
     0: "pose_landmark_lite.tflite",
@@ -29,8 +30,8 @@ _MODEL_FILES = {
 }
 
 
-def _import_mediapipe():
-    # Quieten glog/TFLite start-up chatter; must be set before the import.
+def import_mediapipe():
+    # Quieten glog/TFLite chatter where the environment reaches it; must be set before the import.
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
@@ -44,6 +45,59 @@ def _import_mediapipe():
     return mp
 
 
+def check_complexity(mp, complexity: int) -> None:
+    """Fail with a clear message when the landmark model of this complexity is not installed."""
+    if complexity not in _MODEL_FILES:
+        raise TeacherUnavailable(f"mediapipe complexity must be 0, 1 or 2, not {complexity}")
+    model = Path(mp.__file__).parent / "modules" / "pose_landmark" / _MODEL_FILES[complexity]
+    if not model.exists():
+        raise TeacherUnavailable(
+            f"{model.name} is not in this mediapipe wheel; copy it from the npm package @mediapipe/pose "
+            f"into {model.parent} (README, 'Teacher'), or use complexity 1"
+        )
+
+
+def landmark_arrays(result, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(root-free world joints (J, 3), pixel joints (J, 2), model visibility (J,)) of a legacy Pose
+    result on an image of (height, width), or None when it found nobody."""
+    if result.pose_world_landmarks is None or result.pose_landmarks is None:
+        return None
+    h, w = size
+    world = result.pose_world_landmarks.landmark
+    image = result.pose_landmarks.landmark
+    joints3d = np.array([[p.x, p.y, p.z] for p in world], dtype=np.float32)
+    # Normalised [0, 1] edges -> pixel centres at integer coordinates.
+    joints2d = np.array([[p.x * w - 0.5, p.y * h - 0.5] for p in image], dtype=np.float32)
+    visibility = np.clip(np.array([p.visibility for p in image], dtype=np.float32), 0.0, 1.0)
+    return joints3d, joints2d, visibility
+
+
+class QuietPose:
+    """A legacy Pose graph whose native start-up chatter stays off stderr.
+
+    Filtered: building it and its first run on a blank image (its calculators open on their own
+    threads after the constructor returns; the first run waits for them), then every run until it
+    first finds someone (the landmark stage logs its own warnings then).
+    """
+
+    def __init__(self, mp, **options) -> None:
+        with native_chatter_filtered():
+            self._pose = mp.solutions.pose.Pose(**options)
+            self._pose.process(np.zeros((64, 64, 3), np.uint8))
+        self._found_someone = False
+
+    def process(self, image: np.ndarray):
+        if self._found_someone:
+            return self._pose.process(image)
+        with native_chatter_filtered():
+            result = self._pose.process(image)
+        self._found_someone = result.pose_landmarks is not None
+        return result
+
+    def close(self) -> None:
+        self._pose.close()
+
+
 class MediaPipeTeacher:
     name = "mediapipe"
     skeleton = get_skeleton("blazepose33")
@@ -51,16 +105,8 @@ class MediaPipeTeacher:
     terms = None  # nothing carries over to a student beyond the Apache-2.0 notice
 
     def __init__(self, complexity: int = 1, min_detection: float = 0.5, min_tracking: float = 0.5) -> None:
-        mp = _import_mediapipe()
-        if complexity not in _MODEL_FILES:
-            raise TeacherUnavailable(f"mediapipe complexity must be 0, 1 or 2, not {complexity}")
-        model = Path(mp.__file__).parent / "modules" / "pose_landmark" / _MODEL_FILES[complexity]
-        if not model.exists():
-            raise TeacherUnavailable(
-                f"{model.name} is not in this mediapipe wheel; copy it from the npm package @mediapipe/pose "
-                f"into {model.parent} (README, 'Teacher'), or use complexity 1"
-            )
-        self._mp = mp
+        self._mp = mp = import_mediapipe()
+        check_complexity(mp, complexity)
         self._options = dict(
             static_image_mode=False,
             model_complexity=complexity,
@@ -77,7 +123,7 @@ class MediaPipeTeacher:
     def start_video(self, size: tuple[int, int]) -> None:
         # A fresh graph per video: the tracker must not carry a person across videos.
         self.close()
-        self._pose = self._mp.solutions.pose.Pose(**self._options)
+        self._pose = QuietPose(self._mp, **self._options)
         self._size = size
         self._track = -1
         self._tracking = False
@@ -90,22 +136,16 @@ class MediaPipeTeacher:
     def _label_one(self, frame: np.ndarray) -> list[PersonLabel]:
         if frame.shape[:2] != self._size:
             raise ValueError(f"frame size {frame.shape[:2]} differs from the video's {self._size}")
-        result = self._pose.process(frame)
-        if result.pose_world_landmarks is None or result.pose_landmarks is None:
+        arrays = landmark_arrays(self._pose.process(frame), self._size)
+        if arrays is None:
             self._tracking = False
             return []
         if not self._tracking:
             self._track += 1
             self._tracking = True
-        h, w = self._size
-        world = result.pose_world_landmarks.landmark
-        image = result.pose_landmarks.landmark
-        joints3d = np.array([[p.x, p.y, p.z] for p in world], dtype=np.float32)
+        joints3d, joints2d, model_vis = arrays
         joints3d -= self.skeleton.root_of(joints3d)
-        # Normalised [0, 1] edges -> pixel centres at integer coordinates.
-        joints2d = np.array([[p.x * w - 0.5, p.y * h - 0.5] for p in image], dtype=np.float32)
-        model_vis = np.array([p.visibility for p in image], dtype=np.float32)
-        visibility = np.clip(model_vis, 0.0, 1.0) * visible_in_frame(joints2d, self._size)
+        visibility = model_vis * visible_in_frame(joints2d, self._size)
         return [
             PersonLabel(
                 joints3d=joints3d,

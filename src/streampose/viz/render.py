@@ -1,7 +1,8 @@
 """Drawing poses so a person can judge them by eye: 2D overlays, a 3D panel, videos, sheets.
 
 Colours follow the side of the body (left blue, right orange, centre grey) in every view, so
-a left/right swap is visible at a glance.
+a left/right swap is visible at a glance. With several tracked people, each track's bones and box
+take a colour of their own (`TRACK_COLOURS`, by track id) while the joints keep the side colours.
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ from streampose.poses.labels import PersonLabel
 from streampose.poses.skeletons import Skeleton
 
 SIDE_COLOURS = {"left": (40, 120, 255), "right": (255, 140, 20), "centre": (200, 200, 200)}  # RGB
+# Distinct from the side colours and from each other, cycled by track id.
+TRACK_COLOURS = [(60, 220, 60), (230, 60, 230), (250, 230, 40), (40, 230, 230), (230, 40, 40), (150, 90, 250)]
+
+
+def track_colour(track_id: int) -> tuple[int, int, int]:
+    return TRACK_COLOURS[track_id % len(TRACK_COLOURS)]
 
 
 def draw_skeleton(
@@ -30,8 +37,11 @@ def draw_skeleton(
     threshold: float = 0.5,
     thickness: int | None = None,
     colours: dict[str, tuple[int, int, int]] | None = None,
+    side_joints: bool = False,
 ) -> np.ndarray:
-    """Draw bones and joints of one person onto an RGB image, in place."""
+    """Draw bones and joints of one person onto an RGB image, in place.
+
+    Joints are white, or coloured by body side with `side_joints`."""
     colours = colours or SIDE_COLOURS
     thickness = thickness or max(1, round(max(image.shape[:2]) / 400))
     pts = np.round(joints2d).astype(int)
@@ -41,7 +51,8 @@ def draw_skeleton(
             cv2.line(image, tuple(pts[a]), tuple(pts[b]), colour, thickness, cv2.LINE_AA)
     for i, p in enumerate(pts):
         if visibility[i] >= threshold:
-            cv2.circle(image, tuple(p), thickness + 1, (255, 255, 255), -1, cv2.LINE_AA)
+            colour = SIDE_COLOURS[skeleton.side_of_bone((i, i))] if side_joints else (255, 255, 255)
+            cv2.circle(image, tuple(p), thickness + 1, colour, -1, cv2.LINE_AA)
     return image
 
 
@@ -77,14 +88,44 @@ def pose_panel(
 
 
 def overlay_frame(
-    image: np.ndarray, persons: Iterable[PersonLabel], skeleton: Skeleton, *, caption: str = ""
+    image: np.ndarray,
+    persons: Iterable[PersonLabel],
+    skeleton: Skeleton,
+    *,
+    caption: str = "",
+    by_track: bool = False,
 ) -> np.ndarray:
-    """The frame with every person's 2D skeleton, and beside it a 3D panel of the first person."""
+    """The frame with every person's 2D skeleton, and beside it a 3D panel of the first person.
+
+    With `by_track`, each person is drawn in its track's colour, with its box and track id."""
     canvas = image.copy()
     persons = list(persons)
-    for person in persons:
-        draw_skeleton(canvas, person.joints2d, person.visibility, skeleton)
     h = canvas.shape[0]
+    for person in persons:
+        if not by_track:
+            draw_skeleton(canvas, person.joints2d, person.visibility, skeleton)
+            continue
+        colour = track_colour(person.track_id)
+        draw_skeleton(
+            canvas,
+            person.joints2d,
+            person.visibility,
+            skeleton,
+            colours=dict.fromkeys(SIDE_COLOURS, colour),
+            side_joints=True,
+        )
+        x0, y0, x1, y1 = (int(round(v)) for v in person.box)
+        cv2.rectangle(canvas, (x0, y0), (x1, y1), colour, max(1, h // 540))
+        cv2.putText(
+            canvas,
+            f"id {person.track_id}",
+            (x0, max(12, y0 - 6)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            max(0.4, h / 1200),
+            colour,
+            max(1, h // 540),
+            cv2.LINE_AA,
+        )
     panel = pose_panel([(p.joints3d, p.visibility, None) for p in persons[:1]], skeleton, h, title="3D")
     out = np.concatenate([canvas, panel], axis=1)
     if caption:
