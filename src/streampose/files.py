@@ -12,8 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-import torch
-
 # The process's umask, read once at import (reading it means setting it, which is not thread-safe).
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -42,4 +40,6 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
 
 
 def atomic_torch_save(obj: object, path: str | Path) -> Path:
+    import torch  # here, not at the top: `train` reads its config and takes its lock before torch loads
+
     return atomic_write(path, lambda f: torch.save(obj, f))
