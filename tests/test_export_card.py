@@ -87,6 +87,18 @@ def test_a_mediapipe_students_export_has_no_research_only_line_and_safetensors_r
         torch.testing.assert_close(got[key], want[key], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("teacher", ["mediapipe", "comotion", "topdown"])
+def test_every_teacher_states_its_licence_on_the_card(teacher, tmp_path):
+    from streampose.teachers import teacher_class
+
+    cls = teacher_class(teacher)
+    run = run_folder(tmp_path, teacher, cls.skeleton.name)
+    assert main(["export", "--checkpoint", str(run / "last.pt"), "--safetensors", str(tmp_path / "s.safetensors")]) == 0
+    card = json.loads((tmp_path / "s.card.json").read_text())
+    assert card["teacher"] == {"name": teacher, "licence": cls.licence} and cls.licence
+    assert card["licence"]["research_only"] is (cls.terms is not None)
+
+
 def test_safetensors_alone_gets_its_card_and_no_export_is_an_error(tmp_path, capsys):
     run = run_folder(tmp_path, "mediapipe", "blazepose33")
     assert main(["export", "--checkpoint", str(run / "last.pt"), "--safetensors", str(tmp_path / "s.safetensors")]) == 0
