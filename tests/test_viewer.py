@@ -83,6 +83,7 @@ def test_view_and_predict_write_recordings_from_the_command_line(clip, tmp_path,
     assert "showed 5 labelled frames: Rerun" in capsys.readouterr().err
     rows, columns = _recorded(tmp_path / "labels.rrd")
     assert rows == 5 and {"/video:Blob", "/video/person/0:Position2D", "/world/person/0/joints:Position3D"} <= columns
+    assert "/video/person/0/bones:LineStrip2D" in columns  # 2D bones drawn between visible joints only
     # The frames are shown at the size they were labelled at (--max-side 320), so the joints land on them.
     table = rerun.dataframe.load_recording(str(tmp_path / "labels.rrd")).view(index="frame", contents="/video").select()
     blob = np.asarray(table.read_all().column("/video:Blob")[0][0].values, dtype=np.uint8)

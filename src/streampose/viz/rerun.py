@@ -77,9 +77,12 @@ class RerunLog:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.recording.save(str(path))
         joints = [rr.AnnotationInfo(id=i, label=name) for i, name in enumerate(skeleton.joints)]
+        # Class 0 joins the joints (3D: every joint is logged); class 1 only names them (2D: only visible
+        # joints are logged, and a connection to a joint left out would be an unresolved-keypoint warning).
         context = rr.AnnotationContext(
             [rr.ClassDescription(info=rr.AnnotationInfo(id=0, label=skeleton.name), keypoint_annotations=joints,
-                                 keypoint_connections=list(skeleton.bones))]
+                                 keypoint_connections=list(skeleton.bones)),
+             rr.ClassDescription(info=rr.AnnotationInfo(id=1, label=skeleton.name), keypoint_annotations=joints)]
         )  # fmt: skip
         self.recording.log("/", context, static=True)
         # stream-pose's 3D axes: x right, y down, z forward (poses/labels.py).
@@ -103,8 +106,11 @@ class RerunLog:
             shown = person.visibility >= 0.5
             rec.log(
                 f"video/person/{track}",
-                rr.Points2D(person.joints2d[shown], keypoint_ids=ids[shown], class_ids=0, colors=colour, radii=3),
-            )
+                rr.Points2D(person.joints2d[shown], keypoint_ids=ids[shown], class_ids=1, colors=colour, radii=3,
+                            show_labels=False),
+            )  # fmt: skip
+            bones = [person.joints2d[[a, b]] for a, b in self.skeleton.bones if shown[a] and shown[b]]
+            rec.log(f"video/person/{track}/bones", rr.LineStrips2D(bones, colors=colour, radii=1.5))
             rec.log(
                 f"video/person/{track}/box",
                 rr.Boxes2D(array=person.box, array_format=rr.Box2DFormat.XYXY, colors=colour, labels=f"#{track}"),
@@ -114,7 +120,9 @@ class RerunLog:
             rec.log(f"world/person/{track}", rr.Transform3D(translation=[x, 0.0, 0.0]))
             rec.log(
                 f"world/person/{track}/joints",
-                rr.Points3D(person.joints3d, keypoint_ids=ids, class_ids=0, colors=colour, radii=0.02),
+                rr.Points3D(
+                    person.joints3d, keypoint_ids=ids, class_ids=0, colors=colour, radii=0.02, show_labels=False
+                ),
             )
 
     def close(self) -> None:
