@@ -8,15 +8,13 @@ from dataclasses import replace
 
 import pytest
 
-from streampose.cli import build_parser, main, train_config
+from streampose.cli import build_parser, early_train_options, main, train_config
 from streampose.config import read_config, write_config
 from streampose.engine.config import TrainConfig, config_defaults
 
 
 def parsed(argv: list[str]) -> TrainConfig:
     """What `streampose train ARGV` would run, without running it."""
-    from streampose.cli import early_train_options  # noqa: PLC0415
-
     return train_config(build_parser(early_train_options(argv)).parse_args(argv))
 
 
