@@ -68,7 +68,7 @@ def label(
     render: str | Path | None = None,
     handler: stages.Handler = stages.raise_named_skip_searched,
     max_videos: int | None = None,
-    on_frame: Callable[[], None] | None = None,
+    on_frame: Callable[[int], object] | None = None,
 ) -> LabelCounts:
     """Label every frame of `videos` (after `stride`) with `teacher`; Ctrl-C stops it cleanly.
 
@@ -103,7 +103,7 @@ def label(
             counts.tracks += len(new_tracks)
             video_tracks |= new_tracks
             if on_frame is not None:
-                on_frame()
+                on_frame(len(labels.persons))
     except KeyboardInterrupt:
         counts.interrupted = True
     finally:
