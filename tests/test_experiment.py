@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from streampose.cli import main
+from streampose.cli import build_parser, cmd_experiment, early_train_options, main, train_config
+from streampose.config import write_config
 from streampose.engine import experiment as exp
 from streampose.engine.train import TrainConfig
 from streampose.errors import StreamPoseError
@@ -69,3 +70,19 @@ def test_experiment_without_val_or_with_too_few_videos_exits_2(clip, tmp_path, c
     val = str(clip("sports2d"))
     assert main(["experiment", "--source", *cams, "--val", val, "--sizes", "1,4", "--out", str(tmp_path / "b")]) == 2
     assert "needs that many distinct videos" in capsys.readouterr().err
+
+
+def test_experiment_takes_train_options_and_a_run_config(tmp_path):
+    cfg = TrainConfig(sources=["a.mp4", "b.mp4"], val=["c.mp4"], steps=7, student="micro", val_every=3)
+    path = str(write_config(cfg, tmp_path / "run.toml"))
+    argv = ["experiment", "--config", path, "--sizes", "1,2", "--steps", "9"]
+    args = build_parser(early_train_options(argv)).parse_args(argv)
+    got = train_config(args)
+    assert (got.sources, got.val, got.student, got.val_every, got.steps) == (
+        ["a.mp4", "b.mp4"],
+        ["c.mp4"],
+        "micro",
+        3,
+        9,
+    )
+    assert args.func is cmd_experiment and exp.parse_sizes(args.sizes) == [1, 2]

@@ -56,7 +56,7 @@ def label_eval_set(
     max_frames: int | None = None,
     max_side: int | None = 720,
     budget_bytes: int | None = None,
-    progress=None,
+    on_frame: Callable[[int], object] | None = None,
 ) -> EvalSet:
     """The teacher labels `videos` once; their crops are cut as training cuts them, unaugmented.
     Labelling stops (with a warning) once the crops would exceed `budget_bytes`."""
@@ -70,8 +70,8 @@ def label_eval_set(
         for video, frame, labels in items:
             frames_seen += 1
             video_ids.add(video.id)
-            if progress is not None:
-                progress.update()
+            if on_frame is not None:
+                on_frame(len(labels.persons))
             yield frame.image, labels
 
     samples = []
@@ -124,7 +124,7 @@ def evaluate(
     max_side: int | None = 720,
     batch_size: int = 64,
     keep_examples: int = 0,
-    progress=None,
+    on_frame: Callable[[int], object] | None = None,
 ) -> dict:
     """Metrics of the student (`backend`, see `model.backends.open_backend`) and of the mean-pose
     baseline on every labelled person in `videos`; `teacher` defaults to the student's own."""
@@ -137,7 +137,7 @@ def evaluate(
     start = time.perf_counter()
     data = label_eval_set(
         videos, teacher_name, crop_size=backend.crop_size, stride=stride, max_frames=max_frames, max_side=max_side,
-        progress=progress,
+        on_frame=on_frame,
     )  # fmt: skip
     result, pred = score(lambda crops: backend(crops)["joints3d"], data, backend.mean_pose, batch_size)
     if not result["persons"]:

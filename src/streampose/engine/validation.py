@@ -47,7 +47,7 @@ def check_disjoint(train_sources: list[str], val_sources: list[str]) -> None:
             )
 
 
-def label_validation(cfg: TrainConfig, progress=None) -> EvalSet:
+def label_validation(cfg: TrainConfig) -> EvalSet:
     """The teacher's labels of `cfg.val`, once (stride `cfg.val_stride`), within `cfg.val_gb`."""
     videos = stages.videos(
         refs(cfg.val, filters=SourceFilters(**cfg.filters)),  # all of them: max_videos is the training's
@@ -55,7 +55,7 @@ def label_validation(cfg: TrainConfig, progress=None) -> EvalSet:
     )
     data = label_eval_set(
         videos, cfg.teacher, crop_size=cfg.crop_size, stride=cfg.val_stride, max_frames=cfg.max_frames,
-        max_side=cfg.max_side, budget_bytes=int(cfg.val_gb * 2**30), progress=progress,
+        max_side=cfg.max_side, budget_bytes=int(cfg.val_gb * 2**30),
     )  # fmt: skip
     if not len(data.images):
         raise StreamPoseError(f"--val {' '.join(cfg.val)}: the teacher found nobody to validate on")
