@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint clean bench bench-quick comotion
+.PHONY: install demo experiment test lint clean bench bench-quick comotion
 
 install: $(STAMP)
 
@@ -16,6 +16,16 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(PY) -m streampose.demo
+
+# Held-out error against distinct training data: nested subsets of the Pose2Sim clips (the man; the
+# multi-person clips add the composited woman), every size scored on the Sports2D people. --min-fill
+# above any size: a run starts once all its videos are in the buffer.
+EXPERIMENT_CLIPS := $(foreach k,single multi,$(foreach i,1 2 3 4,pose2sim-$(k)-cam0$(i)))
+experiment: $(STAMP)
+	$(PY) -m streampose models fetch --all 2>/dev/null
+	clips=$$($(PY) -c 'from streampose.store import cache_dir; print(cache_dir() / "clips")') && \
+	$(PY) -m streampose experiment --source $(foreach c,$(EXPERIMENT_CLIPS),$$clips/$(c).mp4) \
+		--val $$clips/sports2d.mp4 --sizes 1,2,4,8 --steps 300 --warmup 30 --min-fill 100000 --out runs/experiment
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -71,4 +81,4 @@ comotion: $(STAMP)
 	@echo "basicmodel_neutral_lbs_10_207_0_v1.1.0.pkl to $(COMOTION_DIR)/src/comotion_demo/data/smpl/SMPL_NEUTRAL.pkl"
 
 clean:
-	rm -rf $(VENV) runs/demo
+	rm -rf $(VENV) runs/demo runs/experiment

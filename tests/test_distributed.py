@@ -77,6 +77,22 @@ def test_two_ranks_train_in_sync_on_disjoint_shards_and_resume_on_one(clip_paths
     assert len((out / "provenance.jsonl").read_text().splitlines()) == len(entries), "no video recorded twice"
 
 
+@pytest.mark.slow
+def test_rank_0_validates_while_the_other_rank_waits_in_step(clip_paths, clip, tmp_path):
+    out = tmp_path / "run"
+    cmd = TORCHRUN + ["--standalone", "--nproc_per_node=2", "-m", "streampose", "train"]
+    cmd += sources_args(clip_paths) + TRAIN_ARGS + ["--steps", "10", "--out", str(out), "--json"]
+    cmd += ["--val", str(clip("pose2sim-multi-cam04")), "--val-every", "5", "--val-stride", "4"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = last_json(result.stdout)
+    assert summary["world_size"] == 2 and summary["step"] == 10 and summary["ranks_in_sync"]
+    assert result.stderr.count("validation: ") == 1, "only rank 0 labels the validation set"
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if "val_pa_mpjpe_mm" in m] == [5, 10]
+    assert torch.load(out / "best.pt", weights_only=False)["step"] in (5, 10)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,4 +1,4 @@
-"""`streampose` command line: label, view, train, eval, predict, export.
+"""`streampose` command line: label, view, train, experiment, eval, predict, export.
 
 Each subcommand parses its options here and calls into the modules that do the work.
 A StreamPoseError (bad input, a missing dependency) becomes one line on stderr and exit
@@ -94,8 +94,9 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def early_train_options(argv: list[str]) -> dict:
-    """`train --config FILE`'s values, read before the full parse: they become the options' defaults."""
-    if not argv or argv[0] != "train":
+    """`train --config FILE`'s values (`experiment`'s too), read before the full parse: they become the
+    options' defaults."""
+    if not argv or argv[0] not in ("train", "experiment"):
         return {}
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config")
@@ -118,7 +119,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from streampose.engine.train import train
 
     cfg = train_config(args)
-    require_pexels_permission(cfg.sources, args.pexels_permission)
+    require_pexels_permission(cfg.sources + cfg.val, args.pexels_permission)
     sources.refs(cfg.sources).close()  # fail now, with a clear message, on a bad source
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes, shows progress and JSON
     lock = args.lock or (RunLock(cfg.out).acquire() if main_rank else None)
@@ -139,6 +140,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json and main_rank:
         emit_json({k: v for k, v in result.items() if k != "buffer"} | {"buffer_fill": result["buffer"]["fill"]})
     return 130 if result["interrupted"] else 0
+
+
+def cmd_experiment(args: argparse.Namespace) -> None:
+    from streampose.engine.experiment import experiment, parse_sizes
+
+    cfg = train_config(args)
+    require_pexels_permission(cfg.sources + cfg.val, args.pexels_permission)
+    report = experiment(cfg, parse_sizes(args.sizes), progress=progress)
+    if args.json:
+        emit_json(report)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -207,11 +218,12 @@ def config_option(p: argparse.ArgumentParser, flag: str, kind: type | None = Non
     p.add_argument(flag, type=kind or type(default), default=default, **kwargs)
 
 
-def add_train_parser(sub, defaults: dict) -> None:
-    """The train options; `defaults` (a --config file's values) replace TrainConfig's defaults."""
+def add_train_parser(sub, defaults: dict, name: str = "train", about: str = "train the student from the live stream"):
+    """The train options (`experiment` takes them too); `defaults` (a --config file's values) replace
+    TrainConfig's defaults."""
     from streampose.model.student import STUDENT_SIZES  # imports torch: after `early_train_lock`
 
-    p = sub.add_parser("train", help="train the student from the live stream")
+    p = sub.add_parser(name, help=about)
     p.add_argument(
         "--config", metavar="run.toml",
         help="TrainConfig's fields as TOML (a run folder's config.toml is one); options given here override it",
@@ -234,13 +246,17 @@ def add_train_parser(sub, defaults: dict) -> None:
         config_option(p, flag)
     for flag in ("--stride", "--max-side", "--loss-3d", "--loss-2d", "--loss-vis", "--save-every", "--log-every"):
         config_option(p, flag)
-    config_option(p, "--seed")
+    config_option(p, "--val", str, action="extend", nargs="+", metavar="SOURCE",
+                  help="held-out SOURCEs (repeatable): scored every --val-every steps; best.pt")  # fmt: skip
+    for flag in ("--seed", "--val-every", "--val-gb", "--val-stride"):
+        config_option(p, flag)
     p.add_argument("--no-augment", dest="augment", action="store_false")
     p.add_argument("--compile", action="store_true", help="torch.compile the student")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--json", action="store_true")
     add_source_options(p, loop=False, permission=True)
     p.set_defaults(func=cmd_train, **defaults)
+    return p
 
 
 def cmd_models(args: argparse.Namespace) -> None:
@@ -284,6 +300,11 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_view)
 
     add_train_parser(sub, train_defaults or {})
+    p = add_train_parser(
+        sub, train_defaults or {}, "experiment", "train on nested subsets of the sources, scored on --val"
+    )
+    p.add_argument("--sizes", default="1,2,4", help="first k distinct videos per run (one video: seconds)")
+    p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("eval", help="measure a student against the teacher on held-out video")
     p.add_argument("sources", nargs="+", metavar="SOURCE")

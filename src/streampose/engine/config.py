@@ -52,6 +52,10 @@ class TrainConfig:
     save_every: int = 500
     seed: int = 0
     resume: bool = False
+    val: list[str] = field(default_factory=list)  # held-out sources, labelled once, scored every val_every steps
+    val_every: int = 200
+    val_gb: float = 0.25  # byte budget of the validation crops (in memory)
+    val_stride: int = 2
 
 
 def config_defaults(path: str | Path) -> dict[str, Any]:

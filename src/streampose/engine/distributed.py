@@ -76,6 +76,11 @@ class Dist:
     def any(self, flag: bool) -> bool:
         return self.sum([float(flag)])[0] > 0
 
+    def barrier(self) -> None:
+        """Wait until every rank gets here (rank 0's validation, say)."""
+        if self.active:
+            dist.barrier()
+
     def failure(self, error: BaseException) -> RankFailure:
         """`error` as one clear line for this rank's log; torchrun then stops the job."""
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""

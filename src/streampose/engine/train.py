@@ -27,8 +27,10 @@ from torch.utils.tensorboard import SummaryWriter
 from streampose.config import write_config
 from streampose.engine.config import TrainConfig
 from streampose.engine.distributed import init_distributed, params_checksum
+from streampose.engine.evaluate import EvalSet
 from streampose.engine.loss import LOSS_KEYS, lr_factor, pose_loss
 from streampose.engine.runlock import RunLock
+from streampose.engine.validation import BEST_KEY, best_so_far, check_disjoint, label_validation, validate
 from streampose.errors import StreamPoseError
 from streampose.model.backends import pick_device
 from streampose.model.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
@@ -49,12 +51,20 @@ class Trainer:
 
     `buffer` replaces the live producers with a prepared buffer (tests, benchmarks). `lock` is
     the run folder's lock when the caller took it already (the CLI does, before the slow start).
+    `val_set` is a validation set labelled already (`streampose experiment` shares one between runs).
     """
 
     def __init__(
-        self, cfg: TrainConfig, buffer: RingBuffer | None = None, progress=None, lock: RunLock | None = None
+        self,
+        cfg: TrainConfig,
+        buffer: RingBuffer | None = None,
+        progress=None,
+        lock: RunLock | None = None,
+        val_set: EvalSet | None = None,
     ) -> None:
         self.cfg, self.buffer, self.progress, self.lock = cfg, buffer, progress, lock
+        self.val_set, self.validating = val_set, bool(cfg.val) or val_set is not None
+        self.best_val, self.last_val, self.val_step = float("inf"), None, -1
         self.out = Path(cfg.out)
         self.last = self.out / "last.pt"
         self.global_step = self.window_samples = 0
@@ -71,6 +81,7 @@ class Trainer:
     def setup(self) -> None:
         """Device and process group, the run folder (locked by rank 0), student and optimiser, resume."""
         cfg = self.cfg
+        check_disjoint(cfg.sources, cfg.val)
         self.rank, self.device = init_distributed(pick_device(cfg.device), cfg.dist_timeout)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -117,6 +128,7 @@ class Trainer:
     def start(self) -> None:
         """The stream (ring buffer, producers, batch loader) and rank 0's logs."""
         cfg, rank = self.cfg, self.rank
+        self.start_validation()
         # Only rank 0 writes provenance; other ranks hold their entries until they are gathered.
         self.provenance = ProvenanceLog(self.out / "provenance.jsonl") if rank.main else None
         self.pending = PendingEntries(rank=rank.rank)
@@ -136,6 +148,16 @@ class Trainer:
         self.start_time = self.window_start = time.perf_counter()
         self.start_step, self.window_samples = self.global_step, 0
 
+    def start_validation(self) -> None:
+        """Rank 0 labels the validation sources once, before the producers compete for the CPU
+        (the other ranks wait: `--dist-timeout` must cover it)."""
+        if not self.validating:
+            return
+        if self.rank.main:
+            self.val_set = self.val_set or label_validation(self.cfg)
+            self.best_val = best_so_far(self.out / "metrics.jsonl")
+        self.rank.barrier()
+
     def _live_stream(self) -> tuple[RingBuffer, ProducerPool]:
         cfg, rank = self.cfg, self.rank
         buffer = RingBuffer(
@@ -147,12 +169,14 @@ class Trainer:
             max_video_bytes=int(cfg.max_video_mb * 1e6),
         )  # fmt: skip
         # Loop: offline clips are few, so every pass relabels them; searches keep paging for new
-        # videos and skip those already used (the checkpoint's and the provenance's).
+        # videos and skip those already used (the checkpoint's and the provenance's) and the
+        # validation videos (local files are kept apart by `check_disjoint`).
         used = self.used_videos | (self.provenance.used_ids() if self.provenance else set())
         known = set().union(*rank.gather(used))
+        held_out = set().union(*rank.gather(set(self.val_set.video_ids) if self.val_set else set()))
         stream = refs(
             cfg.sources, loop=True, max_videos=cfg.max_videos, filters=SourceFilters(**cfg.filters),
-            skip_ids=known, keep=rank.keeps if rank.active else None,
+            skip_ids=known | held_out, keep=rank.keeps if rank.active else None,
             shard=(rank.rank, rank.world) if rank.active else None,
         )  # fmt: skip
         make_teacher = lambda: get_teacher(cfg.teacher)  # noqa: E731 - one per producer thread
@@ -214,6 +238,30 @@ class Trainer:
                 fps=f"{record['frames_per_s']:.0f}",
             )  # fmt: skip
 
+    def validate(self, final: bool = False) -> None:
+        """Every `val_every` steps (and at the end): rank 0 scores the student on the validation set,
+        logs `val_...` and keeps `best.pt`; the other ranks wait for it, so all stay in step."""
+        due = self.val_step != self.global_step and (final or self.global_step % self.cfg.val_every == 0)
+        if not (self.validating and due):
+            return
+        if self.rank.main:
+            record = {"step": self.global_step, **validate(self.model, self.device, self.val_set, self.mean_pose())}
+            self.metrics_file.write(json.dumps(record) + "\n")
+            self.metrics_file.flush()
+            for key, value in record.items():
+                if key.startswith("val_") and key not in ("val_frames", "val_videos"):
+                    self.tb.add_scalar(f"val/{key[4:]}", value, self.global_step)
+            if record[BEST_KEY] < self.best_val:
+                self.best_val = record[BEST_KEY]
+                self.save(self.out / "best.pt")
+            self.last_val = record
+        self.val_step = self.global_step
+        self.rank.barrier()
+
+    def mean_pose(self) -> np.ndarray:
+        """The mean teacher pose of the training batches so far: the baseline's prediction."""
+        return (self.pose_sum / np.maximum(self.pose_weight, 1e-9)[:, None]).astype(np.float32)
+
     def gather_videos(self) -> None:
         """Every rank's used videos and provenance to rank 0 (a collective: all ranks call it)."""
         if self.pool is not None:
@@ -227,7 +275,7 @@ class Trainer:
         """Rank 0 writes the run's state to each of `paths`, atomically (what is gathered so far)."""
         if not self.rank.main:
             return
-        cfg, pose_weight = self.cfg, np.maximum(self.pose_weight, 1e-9)
+        cfg = self.cfg
         state = dict(
             model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(), step=self.global_step, config=asdict(cfg),
@@ -236,7 +284,7 @@ class Trainer:
             preprocess={"crop_size": cfg.crop_size, "mean": IMAGE_MEAN, "std": IMAGE_STD}, rng=rng_states(),
             used_videos=sorted(self.used_videos | (self.pool.used_videos if self.pool else set())),
             pose_sum=self.pose_sum, pose_weight=self.pose_weight,
-            mean_pose=(self.pose_sum / pose_weight[:, None]).astype(np.float32),
+            mean_pose=self.mean_pose(),
         )  # fmt: skip
         for path in paths:
             save_checkpoint(path, **state)
@@ -291,6 +339,8 @@ class Trainer:
                 if self.global_step % cfg.save_every == 0:
                     self.gather_videos()
                     self.save(self.out / f"step{self.global_step:07d}.pt", self.last)
+                self.validate()
+            self.validate(final=True)
             finished = True
         except KeyboardInterrupt:
             self.interrupted = True
@@ -317,6 +367,8 @@ class Trainer:
             "checkpoint": str(self.last),
             "buffer": self.buffer.stats(),
             "wait_fraction": self.loader.waits / max(1, self.loader.batches),
+            "val": self.last_val,
+            "best_val_pa_mpjpe_mm": self.best_val if self.last_val else None,
         }
 
 

@@ -1,4 +1,4 @@
-"""The training report a person reads: loss curve, evaluation numbers, student vs teacher poses."""
+"""The training report a person reads: loss and validation curves, evaluation numbers, student vs teacher poses."""
 
 from __future__ import annotations
 
@@ -18,23 +18,40 @@ from streampose.viz.render import pose_panel  # noqa: E402
 TEACHER_COLOUR, STUDENT_COLOUR = (90, 220, 90), (255, 70, 70)
 
 
+def validation_curves(ax, val: list[dict]) -> None:
+    """Held-out MPJPE and PA-MPJPE over training, each beside its mean-pose baseline (dashed)."""
+    steps = [r["step"] for r in val]
+    for key, colour in (("mpjpe_mm", "tab:blue"), ("pa_mpjpe_mm", "tab:orange")):
+        ax.plot(steps, [r[f"val_{key}"] for r in val], color=colour, marker=".", label=f"student {key[:-3]}")
+        ax.plot(steps, [r.get(f"val_baseline_{key}") for r in val], color=colour, ls="--", label="mean pose")
+    ax.set_xlabel("step")
+    ax.set_ylabel("mm")
+    ax.set_title("validation (held-out) vs the teacher")
+    ax.legend(loc="upper right", fontsize=7)
+    ax.grid(alpha=0.3)
+
+
 def write_report(path: str | Path, metrics_jsonl: str | Path, evals: dict[str, dict], skeleton: Skeleton) -> Path:
-    """One PNG: the loss curve, a table of eval results, and example poses from each eval."""
+    """One PNG: the loss and validation curves, a table of eval results, and example poses from each eval."""
     records = [json.loads(line) for line in Path(metrics_jsonl).read_text().splitlines() if line.strip()]
+    train = [r for r in records if "loss" in r]
+    val = [r for r in records if "val_pa_mpjpe_mm" in r]
     examples = [(name, ex) for name, result in evals.items() for ex in result.get("examples", [])[:3]]
-    cols = max(3, len(examples))
+    cols = max(4, len(examples))
     fig = plt.figure(figsize=(3.2 * cols, 9.5))
     grid = fig.add_gridspec(3, cols, height_ratios=[1.1, 0.7, 1.2])
 
-    ax = fig.add_subplot(grid[0, :])
-    steps = [r["step"] for r in records]
+    ax = fig.add_subplot(grid[0, : cols // 2] if val else grid[0, :])
+    steps = [r["step"] for r in train]
     for key in ("loss", "loss_3d", "loss_2d", "loss_vis"):
-        ax.plot(steps, [r[key] for r in records], label=key, lw=1.2 if key == "loss" else 0.8)
+        ax.plot(steps, [r[key] for r in train], label=key, lw=1.2 if key == "loss" else 0.8)
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_title("training loss")
     ax.legend(loc="upper right")
     ax.grid(alpha=0.3)
+    if val:
+        validation_curves(fig.add_subplot(grid[0, cols // 2 :]), val)
 
     ax = fig.add_subplot(grid[1, :])
     ax.axis("off")
