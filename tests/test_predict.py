@@ -16,7 +16,8 @@ import pytest
 
 from streampose import sources
 from streampose.cli import main
-from streampose.engine.predict import Tracker, TrackerConfig, parse_box
+from streampose.engine.predict import parse_box
+from streampose.engine.tracking import Tracker, TrackerConfig
 from streampose.engine.train import TrainConfig, train
 from streampose.model.backends import OnnxBackend, TorchBackend, crops_per_second
 from streampose.model.checkpoint import load_checkpoint, save_checkpoint
@@ -329,35 +330,58 @@ def _frames(n: int, h: int = 200, w: int = 300):
     return [Frame(i, i / 30, image) for i in range(n)]
 
 
-def test_a_well_framed_person_keeps_the_square_and_misses_restart_after_patience():
+class _ScriptedDetector:
+    """Finds the persons whose boxes it is given, on every frame it is asked about."""
+
+    def __init__(self, *boxes: tuple[float, float, float, float]) -> None:
+        self.boxes = np.array(boxes, np.float32).reshape(-1, 4)
+        self.calls: list[int] = []
+
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.calls.append(len(self.calls))
+        return self.boxes.copy(), np.full(len(self.boxes), 0.9, np.float32)
+
+
+def _box_of_square(cx: float, cy: float, side: float) -> tuple[float, float, float, float]:
+    """The person box a training-style square of `side` around (cx, cy) frames: its middle 2/3."""
+    half = side / 3
+    return cx - half, cy - half, cx + half, cy + half
+
+
+def test_a_well_framed_person_keeps_the_square_and_misses_end_the_track_after_patience():
     student = _ScriptedStudent()
-    tracker = Tracker(student, TrackerConfig(patience=3))
+    detector = _ScriptedDetector(_box_of_square(149.5, 99.5, 200))
+    tracker = Tracker(student, detector, TrackerConfig(patience=3, detect_every=100))
     schedule = [0.9] * 5 + [0.1] + [0.9] * 3 + [0.1] * 3 + [0.9] * 3
-    poses = []
+    found = []
     for frame, vis in zip(_frames(len(schedule)), schedule, strict=True):
         student.vis = vis
-        poses.append(tracker(frame))
-    # The first frame starts from the whole frame; one miss is forgiven; three in a row start over.
-    assert [p.tracked for p in poses] == [False] + [True] * 11 + [False] + [True] * 2
-    assert poses[0].init == "frame" and poses[12].init == "frame" and tracker.reinits == 2
-    # The whole-frame start is the centred square of the short side, and a student that frames the
-    # person as training did leaves it exactly where it is.
-    for p in poses:
-        np.testing.assert_allclose(p.crop, [50 - 0.5, -0.5, 250 - 0.5, 200 - 0.5], atol=1e-3)
+        found.append(tracker(frame))
+    # The detector starts a track; a miss reports nobody but is forgiven; three in a row end the
+    # track, and the detector looks again on the next frame, which starts a new one.
+    assert [len(f.persons) for f in found] == [1] * 5 + [0] + [1] * 3 + [0] * 3 + [1] * 3
+    assert [f.persons[0].track_id for f in found if f.persons] == [0] * 8 + [1] * 3
+    assert [f.persons[0].tracked for f in found if f.persons] == [False] + [True] * 7 + [False, True, True]
+    assert [f.index for f in found if f.detected] == [0, 12] and len(detector.calls) == 2
+    assert found[0].persons[0].init == "detect" and found[12].persons[0].init == "detect"
+    # A student that frames the person as training did leaves the detector's square where it is.
+    for f in found:
+        for p in f.persons:
+            np.testing.assert_allclose(p.crop, [50 - 0.5, -0.5, 250 - 0.5, 200 - 0.5], atol=1e-3)
     # Predicted joints come back in frame pixels: the middle 2/3 of that square.
     np.testing.assert_allclose(
-        poses[0].box, [49.5 + 200 / 6, 200 / 6 - 0.5, 249.5 - 200 / 6, 199.5 - 200 / 6], atol=0.1
+        found[0].persons[0].box, [49.5 + 200 / 6, 200 / 6 - 0.5, 249.5 - 200 / 6, 199.5 - 200 / 6], atol=0.1
     )
 
 
 def test_the_square_follows_the_person_smoothly():
     student = _ScriptedStudent()
-    tracker = Tracker(student, TrackerConfig(smoothing=0.5))
+    tracker = Tracker(student, _ScriptedDetector(_box_of_square(149.5, 99.5, 200)), TrackerConfig(smoothing=0.5))
     frames = _frames(3)
-    first = tracker(frames[0])
+    first = tracker(frames[0]).persons[0]
     student.shift = (0.1, 0.0)  # the person moved right by a tenth of the crop
-    second = tracker(frames[1])
-    third = tracker(frames[2])
+    second = tracker(frames[1]).persons[0]
+    third = tracker(frames[2]).persons[0]
     centre = [(p.crop[0] + p.crop[2]) / 2 for p in (first, second, third)]
     # The joints follow at once; the square moves half way (EMA 0.5), so the crop does not jitter.
     assert second.box[0] - first.box[0] == pytest.approx(20, abs=0.1)
@@ -367,16 +391,62 @@ def test_the_square_follows_the_person_smoothly():
 
 def test_joints_crowding_the_crop_edge_grow_the_square():
     student = _ScriptedStudent()
-    tracker = Tracker(student, TrackerConfig(smoothing=1.0, refine=0))
+    detector = _ScriptedDetector(_box_of_square(199.5, 199.5, 400))
+    tracker = Tracker(student, detector, TrackerConfig(smoothing=1.0, refine=0))
     frames = _frames(3, 400, 400)
-    first = tracker(frames[0])
+    first = tracker(frames[0]).persons[0]
     # A cut-off person: joints fill only the crop's top-left corner, touching its edges. The margin
     # rule alone would shrink the square to 0.4 x 1.5 = 0.6 of its side; the edge rule grows it.
     student.spread = (0.0, 0.4)
     tracker(frames[1])
-    third = tracker(frames[2])
+    (third,) = tracker(frames[2]).persons  # the jump gives a new id (the id tracker), on one square
     side = lambda p: p.crop[2] - p.crop[0]  # noqa: E731
     assert side(third) == pytest.approx(1.15 * side(first), rel=1e-3)
+
+
+def test_every_person_gets_a_track_of_their_own_and_keeps_its_id():
+    student = _ScriptedStudent()
+    left, right = _box_of_square(80, 100, 120), _box_of_square(320, 120, 150)
+    detector = _ScriptedDetector(left, right)
+    tracker = Tracker(student, detector, TrackerConfig(detect_every=4))
+    found = [tracker(f) for f in _frames(10, 240, 420)]
+    assert all(len(f.persons) == 2 for f in found)
+    assert all([p.track_id for p in f.persons] == [0, 1] for f in found)  # ids stay with their person
+    assert [f.index for f in found if f.detected] == [0, 4, 8]  # every K frames while all tracks hold
+    assert all(p.tracked for f in found[1:] for p in f.persons)  # re-detected persons keep their track
+    centres = [(p.box[0] + p.box[2]) / 2 for p in found[-1].persons]
+    assert centres == [pytest.approx(80, abs=1), pytest.approx(320, abs=1)]
+
+    capped = Tracker(student, _ScriptedDetector(left, right), TrackerConfig(max_persons=1))
+    assert [len(capped(f).persons) for f in _frames(5, 240, 420)] == [1] * 5
+
+
+def test_a_detection_puts_a_drifted_square_back_on_its_person():
+    student = _ScriptedStudent()
+    detector = _ScriptedDetector(_box_of_square(149.5, 99.5, 200))
+    tracker = Tracker(student, detector, TrackerConfig(detect_every=3, smoothing=1.0))
+    frames = _frames(4)
+    tracker(frames[0])
+    student.shift = (0.1, 0.0)  # the student drifts: its joints sit right of where the person is
+    tracker(frames[1])
+    drifted = tracker(frames[2]).persons[0]
+    student.shift = (0.0, 0.0)
+    back = tracker(frames[3])  # a detection frame: the square comes from the detector's box again
+    assert back.detected and back.persons[0].track_id == drifted.track_id
+    assert (drifted.crop[0] + drifted.crop[2]) / 2 == pytest.approx(149.5 + 20, abs=0.1)
+    np.testing.assert_allclose(back.persons[0].crop, [49.5, -0.5, 249.5, 199.5], atol=1e-3)
+
+
+def test_nobody_gives_empty_frames_and_the_detector_keeps_looking():
+    student = _ScriptedStudent()
+    empty = _ScriptedDetector()
+    tracker = Tracker(student, empty)
+    assert [tracker(f).persons for f in _frames(5)] == [[]] * 5
+    assert len(empty.calls) == 5 and student.seen == []  # no box, no crop
+    # A box the detector takes for a person but the student does not (low confidence) starts nothing.
+    student.vis = 0.1
+    fooled = Tracker(student, _ScriptedDetector(_box_of_square(149.5, 99.5, 200)))
+    assert [fooled(f).persons for f in _frames(3)] == [[]] * 3
 
 
 def test_crops_per_second_runs_the_backend_on_real_sized_batches():

@@ -202,7 +202,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    from streampose.detect.yolox import PersonDetector
     from streampose.engine.predict import parse_box, predict_video
+    from streampose.engine.tracking import TrackerConfig
     from streampose.model.backends import open_backend
 
     if not (args.poses or args.render or args.json):
@@ -215,6 +217,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
         expect_skeleton=args.skeleton,
         threads=args.threads,
     )
+    if args.detect_every < 1 or (args.max_persons is not None and args.max_persons < 1):
+        raise StreamPoseError("--detect-every and --max-persons must be at least 1")
+    detector = PersonDetector(threads=args.threads or None, model=args.detector)
     with progress(unit="frame", desc="predict") as bar:
         result = predict_video(
             args.video,
@@ -223,11 +228,16 @@ def cmd_predict(args: argparse.Namespace) -> None:
             render=args.render,
             box=box,
             max_side=args.max_side,
+            config=TrackerConfig(detect_every=args.detect_every, max_persons=args.max_persons),
             progress=bar.update,
+            detector=detector,
         )
     print(result.summary(), file=sys.stderr)
     if args.json:
-        emit_json(asdict(result) | {"frames_per_s": round(result.frames_per_s, 2)})
+        emit_json(
+            asdict(result)
+            | {"frames_per_s": round(result.frames_per_s, 2), "persons_per_frame": round(result.persons_per_frame, 3)}
+        )
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -272,6 +282,7 @@ def add_train_parser(sub) -> None:
     for flag in ("--stride", "--max-side", "--loss-3d", "--loss-2d", "--loss-vis", "--save-every", "--log-every"):
         config_option(p, flag)
     config_option(p, "--seed")
+    config_option(p, "--negatives", help="fraction of training crops that show nobody (calibrates confidence)")
     p.add_argument("--no-augment", dest="augment", action="store_false")
     p.add_argument("--compile", action="store_true", help="torch.compile the student")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
@@ -342,8 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--box",
         metavar="x0,y0,x1,y1",
-        help="the person on the first frame, frame pixels (--box=-5,... if negative)",
+        help="seed one track on the first frame instead of the detector, frame pixels (--box=-5,... if negative)",
     )
+    p.add_argument("--detect-every", type=int, default=10, metavar="K", help="run the person detector every K frames")
+    p.add_argument("--max-persons", type=int, default=None, help="follow at most this many people at once")
+    p.add_argument("--detector", metavar="yolox_nano.onnx", help="the person detector (default: the model store's)")
     p.add_argument("--skeleton", default=None, help="refuse a model that predicts another skeleton")
     p.add_argument("--max-side", type=int, default=None, help="scale frames so the longest side is at most this")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
