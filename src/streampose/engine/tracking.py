@@ -58,7 +58,7 @@ class TrackerConfig:
     smoothing: float = 0.6  # EMA weight of the newest square (1 = none)
     vis_threshold: float = 0.5  # a joint counts as visible at or above this predicted visibility
     min_visible: int = 8  # as training crops (`crops.crop_person`)
-    min_confidence: float = 0.5  # mean predicted visibility below this: nobody in the square
+    min_confidence: float = 0.3  # mean predicted visibility below this: nobody in the square
     patience: int = 3  # misses in a row before a track ends
     refine: int = 2  # extra passes on a frame where a track starts
     edge: float = 0.13  # visible joints this close to the crop's edge (fraction of its side) ...
