@@ -152,10 +152,11 @@ def background_crops(
     """Up to `count` negative samples: random squares of `frame` that touch no labelled person.
 
     They teach the student what "nobody here" looks like (all visibility 0), so its confidence
-    can end a track that drifted off its person. A square is as big as a person crop of this
-    frame would be (0.5-2x a labelled person's square, or 15-60 % of the short side when there
-    is none), lies inside the frame, and keeps clear of every person's box grown by `clearance`
-    of its size; a frame too crowded for that gives fewer. Persons the teacher missed can still
+    can end a track that drifted off its person. A square is about as big as a person crop of
+    this frame (0.35-1.5x a labelled person's square, or 10-45 % of the short side when there is
+    none), at least half inside the frame (padded black beyond it, as a drifting square is), and
+    keeps clear of every person's box grown by `clearance` of its size; a frame too crowded for
+    that gives fewer. Persons the teacher missed can still
     fall in one: the labels are only as complete as the teacher; `avoid` adds boxes (a person
     detector's, say) to keep clear of as well.
     """
@@ -168,8 +169,8 @@ def background_crops(
         if len(out) == count:
             break
         base = float(rng.choice(sides)) if sides else min(h, w) * 0.3
-        side = min(base * float(np.exp(rng.uniform(np.log(0.5), np.log(2.0)))), float(min(h, w)))
-        x0, y0 = rng.uniform(0, w - side), rng.uniform(0, h - side)
+        side = min(base * float(np.exp(rng.uniform(np.log(0.35), np.log(1.5)))), float(min(h, w)))
+        x0, y0 = rng.uniform(-side / 2, w - side / 2), rng.uniform(-side / 2, h - side / 2)
         if any(_overlaps((x0, y0, x0 + side, y0 + side), b, clearance) for b in boxes):
             continue
         image, _ = cut_square(frame, (x0 + side / 2 - 0.5, y0 + side / 2 - 0.5), side, size)
