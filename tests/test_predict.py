@@ -14,11 +14,11 @@ import numpy as np
 import onnx
 import pytest
 
+from conftest import train_micro
 from streampose import sources
 from streampose.cli import main
 from streampose.engine.predict import parse_box
 from streampose.engine.tracking import Tracker, TrackerConfig
-from streampose.engine.train import TrainConfig, train
 from streampose.model.backends import OnnxBackend, TorchBackend, crops_per_second
 from streampose.model.checkpoint import load_checkpoint, save_checkpoint
 from streampose.model.export import export_onnx, read_metadata
@@ -27,7 +27,6 @@ from streampose.model.student import build_student
 from streampose.poses.labels import PersonLabel
 from streampose.poses.skeletons import get_skeleton
 from streampose.stream import stages
-from streampose.stream.buffer import RingBuffer
 from streampose.stream.crops import (
     apply_affine,
     background_crops,
@@ -69,18 +68,7 @@ def labelled_clip(clip, mediapipe_teacher):
 def checkpoint(labelled_clip, tmp_path_factory) -> Path:
     """A micro student trained for 200 steps of 32 on the clip's crops (~12-20 s on 2 shared cores)."""
     _, _, samples = labelled_clip
-    buffer = RingBuffer(SKELETON.num_joints, CROP, budget_bytes=20_000_000)
-    for s in samples:
-        buffer.put(s)
-    buffer.close()
-    out = tmp_path_factory.mktemp("student")
-    cfg = TrainConfig(
-        out=str(out), student="micro", crop_size=CROP, batch_size=32, lr=3e-3, warmup=10, log_every=50,
-        save_every=10**6, threads=2, steps=200,
-    )  # fmt: skip
-    result = train(cfg, buffer=buffer)
-    assert result["step"] == 200
-    return out / "last.pt"
+    return train_micro(samples, tmp_path_factory.mktemp("student"), crop=CROP, steps=200)
 
 
 @pytest.fixture(scope="module")
@@ -268,12 +256,7 @@ def _video_of_nobody(path: Path, frames: int = 12) -> Path:
 
 
 def test_a_video_of_nobody_writes_every_frame_with_no_persons(tmp_path, capsys):
-    model = build_student("micro", SKELETON.num_joints, CROP)
-    ckpt = tmp_path / "student.pt"
-    save_checkpoint(
-        ckpt, model=model.state_dict(), step=0, teacher="mediapipe", skeleton=SKELETON.name,
-        student=model.config_dict(), preprocess={"crop_size": CROP}, mean_pose=np.zeros((SKELETON.num_joints, 3)),
-    )  # fmt: skip
+    ckpt = _untrained_checkpoint(tmp_path, SKELETON.name, "mediapipe")
     poses = tmp_path / "poses.jsonl"
     video = _video_of_nobody(tmp_path / "empty.mp4")
     assert main(["predict", str(video), "--checkpoint", str(ckpt), "--poses", str(poses), "--json"]) == 0
@@ -286,12 +269,12 @@ def test_a_video_of_nobody_writes_every_frame_with_no_persons(tmp_path, capsys):
 # -- bad input ----------------------------------------------------------------------------------------
 
 
-def _other_skeleton_checkpoint(tmp_path: Path) -> Path:
-    other = get_skeleton("comotion27")
+def _untrained_checkpoint(tmp_path: Path, skeleton: str = "comotion27", teacher: str = "comotion") -> Path:
+    other = get_skeleton(skeleton)
     model = build_student("micro", other.num_joints, CROP)
-    path = tmp_path / "comotion.pt"
+    path = tmp_path / f"{skeleton}.pt"
     save_checkpoint(
-        path, model=model.state_dict(), step=0, teacher="comotion", skeleton=other.name,
+        path, model=model.state_dict(), step=0, teacher=teacher, skeleton=other.name,
         student=model.config_dict(), preprocess={"crop_size": CROP}, mean_pose=np.zeros((other.num_joints, 3)),
     )  # fmt: skip
     return path
@@ -306,7 +289,7 @@ def test_bad_inputs_get_one_clear_line_and_exit_2(tmp_path, sports2d, capsys):
     assert _predict(sports2d, "--checkpoint", str(tmp_path / "none.pt"), out=out) == 2
     assert "no such checkpoint" in capsys.readouterr().err
 
-    other = _other_skeleton_checkpoint(tmp_path)
+    other = _untrained_checkpoint(tmp_path)
     assert _predict(sports2d, "--checkpoint", str(other), out=out, extra=("--skeleton", "blazepose33")) == 2
     assert "comotion27, not blazepose33" in capsys.readouterr().err
     export = ["export", "--checkpoint", str(other), "--onnx", str(tmp_path / "x.onnx")]

@@ -11,12 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import train_micro
 from streampose import sources
 from streampose.cli import main
-from streampose.engine.train import TrainConfig, train
 from streampose.poses.skeletons import get_skeleton
 from streampose.stream import stages
-from streampose.stream.buffer import RingBuffer
 from streampose.stream.crops import person_crops
 
 SKELETON = get_skeleton("blazepose33")
@@ -44,17 +43,7 @@ def people(clip) -> list:
 @pytest.fixture(scope="module")
 def student(people, tmp_path_factory) -> Path:
     samples = list(person_crops(people, size=CROP, negatives=0.4, rng=np.random.default_rng(0)))
-    buffer = RingBuffer(SKELETON.num_joints, CROP, budget_bytes=40_000_000)
-    for s in samples:
-        buffer.put(s)
-    buffer.close()
-    out = tmp_path_factory.mktemp("people")
-    cfg = TrainConfig(
-        out=str(out), student="micro", crop_size=CROP, batch_size=32, lr=3e-3, warmup=10, log_every=100,
-        save_every=10**6, threads=2, steps=400,
-    )  # fmt: skip
-    assert train(cfg, buffer=buffer)["step"] == 400
-    return out / "last.pt"
+    return train_micro(samples, tmp_path_factory.mktemp("people"), crop=CROP, steps=400)
 
 
 @pytest.mark.slow

@@ -202,24 +202,16 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from streampose.detect.yolox import PersonDetector
-    from streampose.engine.predict import parse_box, predict_video
-    from streampose.engine.tracking import TrackerConfig
+    from streampose.engine.predict import PersonDetector, TrackerConfig, parse_box, predict_video
     from streampose.model.backends import open_backend
 
     if not (args.poses or args.render or args.json):
         raise StreamPoseError("nothing to do: give --poses poses.jsonl, --render overlay.mp4 and/or --json")
     box = parse_box(args.box) if args.box is not None else None
     backend = open_backend(
-        checkpoint=args.checkpoint,
-        onnx=args.onnx,
-        device=args.device,
-        expect_skeleton=args.skeleton,
+        checkpoint=args.checkpoint, onnx=args.onnx, device=args.device, expect_skeleton=args.skeleton,
         threads=args.threads,
-    )
-    if args.detect_every < 1 or (args.max_persons is not None and args.max_persons < 1):
-        raise StreamPoseError("--detect-every and --max-persons must be at least 1")
-    detector = PersonDetector(threads=args.threads or None, model=args.detector)
+    )  # fmt: skip
     with progress(unit="frame", desc="predict") as bar:
         result = predict_video(
             args.video,
@@ -230,14 +222,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
             max_side=args.max_side,
             config=TrackerConfig(detect_every=args.detect_every, max_persons=args.max_persons),
             progress=bar.update,
-            detector=detector,
+            detector=PersonDetector(threads=args.threads or None, model=args.detector),
         )
     print(result.summary(), file=sys.stderr)
     if args.json:
-        emit_json(
-            asdict(result)
-            | {"frames_per_s": round(result.frames_per_s, 2), "persons_per_frame": round(result.persons_per_frame, 3)}
-        )
+        emit_json(asdict(result) | {"frames_per_s": round(result.frames_per_s, 2)})
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -277,11 +266,10 @@ def add_train_parser(sub) -> None:
     config_option(p, "--threads", int, help="torch CPU threads")
     config_option(p, "--max-frames", int, help="per video and pass")
     config_option(p, "--dist-timeout", help="seconds a rank waits for the others (torchrun)")
-    for flag in ("--steps", "--batch-size", "--lr", "--warmup", "--crop-size", "--buffer-gb", "--producers"):
+    for flag in ("--steps", "--batch-size", "--lr", "--warmup", "--crop-size", "--buffer-gb", "--producers", "--seed"):
         config_option(p, flag)
     for flag in ("--stride", "--max-side", "--loss-3d", "--loss-2d", "--loss-vis", "--save-every", "--log-every"):
         config_option(p, flag)
-    config_option(p, "--seed")
     config_option(p, "--negatives", help="fraction of training crops that show nobody (calibrates confidence)")
     p.add_argument("--no-augment", dest="augment", action="store_false")
     p.add_argument("--compile", action="store_true", help="torch.compile the student")

@@ -69,6 +69,7 @@ class PredictResult:
 
     frames: int = 0
     persons: int = 0  # persons over all frames
+    persons_per_frame: float = 0.0
     tracks: int = 0  # distinct track ids
     with_persons: int = 0  # frames with at least one person
     tracked: int = 0  # frames with at least one person followed from an earlier frame
@@ -85,10 +86,6 @@ class PredictResult:
     @property
     def frames_per_s(self) -> float:
         return self.frames / self.seconds if self.seconds else 0.0
-
-    @property
-    def persons_per_frame(self) -> float:
-        return self.persons / self.frames if self.frames else 0.0
 
     def summary(self) -> str:
         """The command's one line on stderr."""
@@ -166,6 +163,7 @@ def predict_video(
     result.tracks, result.detections = len(tracker.track_ids), tracker.detections
     result.detector_seconds = tracker.detector_seconds
     result.mean_confidence = confidence_sum / max(1, result.persons)
+    result.persons_per_frame = result.persons / max(1, result.frames)
     result.seconds = time.perf_counter() - start
     return result
 

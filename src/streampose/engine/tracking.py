@@ -40,6 +40,7 @@ import numpy as np
 from streampose.detect.boxes import grow, iou_matrix
 from streampose.detect.track import Tracker as IdTracker
 from streampose.detect.track import joint_distance
+from streampose.errors import StreamPoseError
 from streampose.model.backends import Backend
 from streampose.poses.labels import PersonLabel, box_of
 from streampose.stream.crops import MARGIN, apply_affine, cut_square, invert_affine, square_around
@@ -69,6 +70,12 @@ class TrackerConfig:
     min_box_height: float = 24.0  # pixels; a shorter detector box starts no track
     overlap: float = 0.3  # IoU of a detection with a followed person's (grown) box: the same person
     duplicate_distance: float = 0.15  # two poses closer than this (joint distance) are one person
+
+    def __post_init__(self) -> None:
+        if self.detect_every < 1 or (self.max_persons is not None and self.max_persons < 1):
+            raise StreamPoseError(
+                f"detect every {self.detect_every} frames, at most {self.max_persons} persons: both must be >= 1"
+            )
 
 
 @dataclass
