@@ -19,7 +19,7 @@ student is trained with background crops labelled all-invisible (`crops.backgrou
 a square that drifted off its person scores low. A pose below ``min_confidence`` (or with fewer
 than ``min_visible`` joints at ``vis_threshold``) is not reported; its square stays put for
 ``patience`` frames, then the track ends and the detector looks again. Two tracks on one person
-(same joints) keep the more confident one.
+(same joints, or one box mostly inside the other) keep the more confident one.
 
 The student only predicts what its crop shows, so a square that cuts the person off would stay
 cut off (and a student that under-reaches shrinks the square onto a body part); when visible
@@ -69,7 +69,8 @@ class TrackerConfig:
     detector_score: float = 0.4  # detector boxes below this score start no track
     min_box_height: float = 24.0  # pixels; a shorter detector box starts no track
     overlap: float = 0.3  # IoU of a detection with a followed person's (grown) box: the same person
-    duplicate_distance: float = 0.15  # two poses closer than this (joint distance) are one person
+    duplicate_distance: float = 0.15  # two poses closer than this (joint distance) are one person ...
+    duplicate_cover: float = 0.5  # ... and so are two when this much of the smaller box lies in the other
 
     def __post_init__(self) -> None:
         if self.detect_every < 1 or (self.max_persons is not None and self.max_persons < 1):
@@ -295,8 +296,7 @@ class Tracker:
             if not self._passes(guess):
                 continue
             box = box_of(guess.joints2d, guess.visibility, size, cfg.vis_threshold)
-            pose = (guess.joints2d, guess.visibility, box)
-            if all(joint_distance(pose, (g.joints2d, g.visibility, b)) > cfg.duplicate_distance for _, g, b in kept):
+            if not any(self._same_person((guess, box), (g, b)) for _, g, b in kept):
                 kept.append((cand, guess, box))
         ids = self._ids.update(
             np.stack([b for *_, b in kept]) if kept else np.zeros((0, 4), np.float32),
@@ -330,6 +330,24 @@ class Tracker:
                 self._forget(track_id)
                 self._ended = True
         return sorted(poses, key=lambda p: p.track_id)
+
+    def _same_person(self, a: tuple[_Guess, np.ndarray], b: tuple[_Guess, np.ndarray]) -> bool:
+        """Two poses on the same joints, or a box mostly inside another: one person twice.
+
+        Joints alone miss it when a weak student predicts two different poses for one person
+        from two squares (a track that drifted and a new one the detector started on the same
+        person), at different scales; the box rule also merges a person mostly hidden behind
+        another, for as long as they are.
+        """
+        (ga, box_a), (gb, box_b) = a, b
+        w = min(box_a[2], box_b[2]) - max(box_a[0], box_b[0])
+        h = min(box_a[3], box_b[3]) - max(box_a[1], box_b[1])
+        smaller = min(np.prod(box_a[2:] - box_a[:2]), np.prod(box_b[2:] - box_b[:2]))
+        if w > 0 and h > 0 and w * h >= self.config.duplicate_cover * smaller:
+            return True
+        return joint_distance((ga.joints2d, ga.visibility, box_a), (gb.joints2d, gb.visibility, box_b)) <= (
+            self.config.duplicate_distance
+        )
 
     def _forget(self, track_id: int) -> None:
         del self._squares[track_id], self._boxes[track_id], self._misses[track_id]
