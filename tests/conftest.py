@@ -67,3 +67,20 @@ def transcode(data: bytes, container: str, codec: str, max_frames: int = 30, wid
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+def train_micro(samples, out: Path, *, crop: int, steps: int) -> Path:
+    """A micro student trained for `steps` batches of 32 on these crops alone; its checkpoint."""
+    from streampose.engine.train import TrainConfig, train
+    from streampose.stream.buffer import RingBuffer
+
+    buffer = RingBuffer(len(samples[0].visibility), crop, budget_bytes=40_000_000)
+    for s in samples:
+        buffer.put(s)
+    buffer.close()
+    cfg = TrainConfig(
+        out=str(out), student="micro", crop_size=crop, batch_size=32, lr=3e-3, warmup=10, log_every=50,
+        save_every=10**6, threads=2, steps=steps,
+    )  # fmt: skip
+    assert train(cfg, buffer=buffer)["step"] == steps
+    return out / "last.pt"

@@ -7,7 +7,7 @@ import pytest
 
 from streampose.poses.labels import FrameLabels, PersonLabel
 from streampose.poses.skeletons import get_skeleton
-from streampose.stream.crops import Sample, crop_person, person_crops
+from streampose.stream.crops import Sample, background_crops, crop_person, person_crops
 
 SKELETON = get_skeleton("blazepose33")
 J = SKELETON.num_joints
@@ -194,3 +194,40 @@ def test_rejects_non_uint8_frames() -> None:
     joints = _grid_joints((50.0, 50.0), 10.0, np.random.default_rng(8))
     with pytest.raises(ValueError, match="uint8"):
         crop_person(np.zeros((100, 100, 3), np.float32), _person(joints), source="v", frame_index=0)
+
+
+def test_background_crops_show_nobody_and_are_labelled_all_invisible() -> None:
+    rng = np.random.default_rng(3)
+    frame = _grey_frame(360, 640)
+    person = _person(_grid_joints((60.0, 60.0), 14.0, rng))
+    detected = np.array([[400.0, 200.0, 460.0, 330.0]])  # someone the teacher missed
+    negatives = background_crops(
+        frame, [person], 50, rng, num_joints=J, source="clipA", frame_index=4, size=48, avoid=detected
+    )
+    assert len(negatives) == 50
+    for s in negatives:
+        assert s.image.shape == (48, 48, 3) and s.track_id == -1 and (s.source, s.frame) == ("clipA", 4)
+        assert not s.visibility.any() and s.joints2d.shape == (J, 2) and s.joints3d.shape == (J, 3)
+        # Nothing of the person's or the detected box's pixels (unique markers) shows: the crop is
+        # the plain grey ramp, whose pixels have no chroma.
+        assert np.ptp(s.image.astype(int), axis=2).max() <= 1
+    _draw_dots(frame, person.joints2d, 3)
+    frame[200:331, 400:461] = (200, 40, 40)
+    for s in background_crops(frame, [person], 50, rng, num_joints=J, source="c", frame_index=0, avoid=detected):
+        assert np.ptp(s.image.astype(int), axis=2).max() <= 1
+    # A frame the person fills leaves no room: fewer (here no) negatives rather than a wrong one.
+    big = _person(np.array([[2.0, 2.0], [630.0, 350.0]] * (J // 2) + [[300.0, 200.0]], np.float32))
+    assert background_crops(frame, [big], 5, rng, num_joints=J, source="c", frame_index=0) == []
+
+
+def test_person_crops_mixes_in_the_asked_fraction_of_negatives() -> None:
+    rng = np.random.default_rng(5)
+    frame = _grey_frame(360, 640)
+    person = _person(_grid_joints((40.0, 40.0), 8.0, rng))
+    labels = [FrameLabels(index=i, timestamp=i / 30, size=(360, 640), source="v", persons=[person]) for i in range(60)]
+    samples = list(person_crops(((frame, fl) for fl in labels), size=32, negatives=0.25, rng=rng))
+    negatives = [s for s in samples if s.track_id == -1]
+    assert len(samples) == 80 and len(negatives) == 20  # 60 persons, and a quarter of all crops show nobody
+    assert all(not s.visibility.any() for s in negatives)
+    with pytest.raises(ValueError, match="negatives"):
+        next(person_crops(iter([]), negatives=1.0))

@@ -254,3 +254,24 @@ def test_one_run_per_folder_and_resume_after_kill_9(sports2d, tmp_path):
         if first.poll() is None:
             first.kill()
             first.wait()
+
+
+def test_negative_crops_teach_only_visibility():
+    """A crop of nobody (all visibility 0) adds to the visibility BCE and nothing to 3D or 2D: its
+    zero joints are no target, whatever the student predicts there."""
+    from streampose.engine.loss import pose_loss
+
+    cfg = TrainConfig(crop_size=64)
+    gen = torch.Generator().manual_seed(0)
+    out = {"joints3d": torch.randn(2, 5, 3, generator=gen), "joints2d": torch.rand(2, 5, 2, generator=gen)}
+    out["vis_logits"] = torch.randn(2, 5, generator=gen)
+    person = {"joints3d": torch.randn(1, 5, 3, generator=gen), "joints2d": torch.rand(1, 5, 2, generator=gen) * 64}
+    person["visibility"] = torch.ones(1, 5)
+    negative = {k: torch.zeros_like(v) for k, v in person.items()}
+    both = {k: torch.cat([person[k], negative[k]]) for k in person}
+    _, alone = pose_loss({k: v[:1] for k, v in out.items()}, person, cfg)
+    _, mixed = pose_loss(out, both, cfg)
+    assert mixed["loss_3d"] == pytest.approx(alone["loss_3d"]) and mixed["loss_2d"] == pytest.approx(alone["loss_2d"])
+    _, only = pose_loss({k: v[1:] for k, v in out.items()}, negative, cfg)
+    assert only["loss_3d"] == only["loss_2d"] == 0.0 and only["loss_vis"] > 0
+    assert mixed["loss_vis"] == pytest.approx((alone["loss_vis"] + only["loss_vis"]) / 2, rel=1e-5)

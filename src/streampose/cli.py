@@ -175,19 +175,16 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from streampose.engine.predict import parse_box, predict_video
+    from streampose.engine.predict import PersonDetector, TrackerConfig, parse_box, predict_video
     from streampose.model.backends import open_backend
 
     if not (args.poses or args.render or args.json or args.rerun is not None):
         raise StreamPoseError("nothing to do: give --poses poses.jsonl, --render overlay.mp4, --rerun and/or --json")
     box = parse_box(args.box) if args.box is not None else None
     backend = open_backend(
-        checkpoint=args.checkpoint,
-        onnx=args.onnx,
-        device=args.device,
-        expect_skeleton=args.skeleton,
+        checkpoint=args.checkpoint, onnx=args.onnx, device=args.device, expect_skeleton=args.skeleton,
         threads=args.threads,
-    )
+    )  # fmt: skip
     with progress(total=stages.frame_total([args.video]), unit="frame", desc="predict") as bar:
         result = predict_video(
             args.video,
@@ -197,7 +194,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
             rerun=args.rerun,
             box=box,
             max_side=args.max_side,
+            config=TrackerConfig(detect_every=args.detect_every, max_persons=args.max_persons),
             progress=bar.update,
+            detector=PersonDetector(threads=args.threads or None, model=args.detector),
         )
     print(result.summary(), file=sys.stderr)
     if args.json:
@@ -242,14 +241,15 @@ def add_train_parser(sub, defaults: dict, name: str = "train", about: str = "tra
     config_option(p, "--threads", int, help="torch CPU threads")
     config_option(p, "--max-frames", int, help="per video and pass")
     config_option(p, "--dist-timeout", help="seconds a rank waits for the others (torchrun)")
-    for flag in ("--steps", "--batch-size", "--lr", "--warmup", "--crop-size", "--buffer-gb", "--producers"):
+    for flag in ("--steps", "--batch-size", "--lr", "--warmup", "--crop-size", "--buffer-gb", "--producers", "--seed"):
         config_option(p, flag)
     for flag in ("--stride", "--max-side", "--loss-3d", "--loss-2d", "--loss-vis", "--save-every", "--log-every"):
         config_option(p, flag)
     config_option(p, "--val", str, action="extend", nargs="+", metavar="SOURCE",
                   help="held-out SOURCEs (repeatable): scored every --val-every steps; best.pt")  # fmt: skip
-    for flag in ("--seed", "--val-every", "--val-gb", "--val-stride"):
+    for flag in ("--val-every", "--val-gb", "--val-stride"):
         config_option(p, flag)
+    config_option(p, "--negatives", help="fraction of training crops that show nobody (calibrates confidence)")
     p.add_argument("--no-augment", dest="augment", action="store_false")
     p.add_argument("--compile", action="store_true", help="torch.compile the student")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
@@ -328,8 +328,11 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     p.add_argument(
         "--box",
         metavar="x0,y0,x1,y1",
-        help="the person on the first frame, frame pixels (--box=-5,... if negative)",
+        help="seed one track on the first frame instead of the detector, frame pixels (--box=-5,... if negative)",
     )
+    p.add_argument("--detect-every", type=int, default=10, metavar="K", help="run the person detector every K frames")
+    p.add_argument("--max-persons", type=int, default=None, help="follow at most this many people at once")
+    p.add_argument("--detector", metavar="yolox_nano.onnx", help="the person detector (default: the model store's)")
     p.add_argument("--skeleton", default=None, help="refuse a model that predicts another skeleton")
     p.add_argument("--max-side", type=int, default=None, help="scale frames so the longest side is at most this")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")

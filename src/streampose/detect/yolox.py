@@ -11,6 +11,8 @@ with grey 114.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -69,10 +71,15 @@ def _providers(ort) -> list[str]:
 class PersonDetector:
     """Person boxes and scores for RGB frames of any size."""
 
-    def __init__(self, *, min_score: float = 0.3, iou: float = 0.45, threads: int | None = None) -> None:
+    def __init__(
+        self, *, min_score: float = 0.3, iou: float = 0.45, threads: int | None = None, model: str | Path | None = None
+    ) -> None:
+        """`model`: a YOLOX-Nano ONNX file of the user's; by default the model store's."""
         import onnxruntime as ort
 
-        model = store.path("yolox-nano")
+        if model is not None and not Path(model).is_file():
+            raise ModelFileError(f"{model}: no such detector file")
+        model = Path(model) if model is not None else store.path("yolox-nano")
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if threads:

@@ -32,6 +32,9 @@ class TrainConfig:
     loss_3d: float = 1.0
     loss_2d: float = 1.0
     loss_vis: float = 0.1
+    # Fraction of training crops that show no person (all visibility 0): what makes the student's
+    # confidence mean "a person is here" (README, "The student on its own").
+    negatives: float = 0.1
     crop_size: int = CROP_SIZE
     buffer_gb: float = 1.0
     min_fill: int = 256

@@ -166,7 +166,7 @@ class Trainer:
         )  # fmt: skip
         producer_cfg = ProducerConfig(
             stride=cfg.stride, max_side=cfg.max_side, max_frames=cfg.max_frames, crop_size=cfg.crop_size,
-            max_video_bytes=int(cfg.max_video_mb * 1e6),
+            negatives=cfg.negatives, max_video_bytes=int(cfg.max_video_mb * 1e6),
         )  # fmt: skip
         # Loop: offline clips are few, so every pass relabels them; searches keep paging for new
         # videos and skip those already used (the checkpoint's and the provenance's) and the

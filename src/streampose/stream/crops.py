@@ -135,12 +135,85 @@ def crop_person(
     )
 
 
-def person_crops(items: Iterable[tuple[np.ndarray, FrameLabels]], **crop_kwargs: Any) -> Iterator[Sample]:
-    """Pipeline stage: (frame, labels) pairs in, one Sample per kept person out.
+def background_crops(
+    frame: np.ndarray,
+    persons: list[PersonLabel],
+    count: int,
+    rng: np.random.Generator,
+    *,
+    num_joints: int,
+    source: str,
+    frame_index: int,
+    size: int = CROP_SIZE,
+    clearance: float = 0.1,
+    tries: int = 20,
+    avoid: np.ndarray | None = None,
+) -> list[Sample]:
+    """Up to `count` negative samples: random squares of `frame` that touch no labelled person.
+
+    They teach the student what "nobody here" looks like (all visibility 0), so its confidence
+    can end a track that drifted off its person. A square is about as big as a person crop of
+    this frame (0.35-1.5x a labelled person's square, or 10-45 % of the short side when there is
+    none), at least half inside the frame (padded black beyond it, as a drifting square is), and
+    keeps clear of every person's box grown by `clearance` of its size; a frame too crowded for
+    that gives fewer. Persons the teacher missed can still
+    fall in one: the labels are only as complete as the teacher; `avoid` adds boxes (a person
+    detector's, say) to keep clear of as well.
+    """
+    h, w = frame.shape[:2]
+    boxes = [p.box for p in persons if np.all(np.isfinite(p.box))]
+    sides = [square_around(np.reshape(b, (2, 2)), MARGIN)[1] for b in boxes]
+    boxes += list(np.reshape(avoid, (-1, 4))) if avoid is not None else []
+    out: list[Sample] = []
+    for _ in range(count * tries):
+        if len(out) == count:
+            break
+        base = float(rng.choice(sides)) if sides else min(h, w) * 0.3
+        side = min(base * float(np.exp(rng.uniform(np.log(0.35), np.log(1.5)))), float(min(h, w)))
+        x0, y0 = rng.uniform(-side / 2, w - side / 2), rng.uniform(-side / 2, h - side / 2)
+        if any(_overlaps((x0, y0, x0 + side, y0 + side), b, clearance) for b in boxes):
+            continue
+        image, _ = cut_square(frame, (x0 + side / 2 - 0.5, y0 + side / 2 - 0.5), side, size)
+        out.append(_negative(image, num_joints, source, frame_index))
+    return out
+
+
+def _overlaps(square: tuple[float, float, float, float], box: np.ndarray, clearance: float) -> bool:
+    bw, bh = box[2] - box[0], box[3] - box[1]
+    x0, y0, x1, y1 = box[0] - clearance * bw, box[1] - clearance * bh, box[2] + clearance * bw, box[3] + clearance * bh
+    return square[0] < x1 and x0 < square[2] and square[1] < y1 and y0 < square[3]
+
+
+def _negative(image: np.ndarray, j: int, source: str, frame_index: int) -> Sample:
+    return Sample(
+        image=image,
+        joints3d=np.zeros((j, 3), np.float32),
+        joints2d=np.zeros((j, 2), np.float32),
+        visibility=np.zeros(j, np.float32),
+        source=source,
+        frame=int(frame_index),
+        track_id=-1,
+    )
+
+
+def person_crops(
+    items: Iterable[tuple[np.ndarray, FrameLabels]],
+    *,
+    negatives: float = 0.0,
+    rng: np.random.Generator | None = None,
+    **crop_kwargs: Any,
+) -> Iterator[Sample]:
+    """Pipeline stage: (frame, labels) pairs in, one Sample per kept person out, and background
+    crops (`background_crops`) making up a `negatives` fraction of what comes out.
 
     A plain generator, so it runs lazily in whichever thread pulls from it and holds at most
     one frame at a time. `crop_kwargs` go to `crop_person` (size, margin, min_visible, ...).
     """
+    if not 0.0 <= negatives < 1.0:
+        raise ValueError(f"negatives must be in [0, 1), got {negatives}")
+    rng = rng if rng is not None else np.random.default_rng()
+    owed = 0.0  # negatives due: each kept person adds negatives / (1 - negatives) of one
+    joints = 0  # the skeleton's size, from the last person seen (a frame of nobody has none)
     for frame, labels in items:
         h, w = frame.shape[:2]
         if tuple(labels.size) != (h, w):
@@ -148,7 +221,19 @@ def person_crops(items: Iterable[tuple[np.ndarray, FrameLabels]], **crop_kwargs:
                 f"{labels.source} frame {labels.index}: labels are for a {labels.size[0]}x{labels.size[1]} "
                 f"frame but the frame is {h}x{w}"
             )
+        kept = 0
         for person in labels.persons:
             sample = crop_person(frame, person, source=labels.source, frame_index=labels.index, **crop_kwargs)
             if sample is not None:
+                kept += 1
                 yield sample
+        # Capped, so a run of crowded frames does not flood the next open one with negatives.
+        owed = min(owed + kept * negatives / (1.0 - negatives), 4.0)
+        joints = len(labels.persons[0].visibility) if labels.persons else joints
+        if owed >= 1.0 and joints:
+            found = background_crops(
+                frame, labels.persons, int(owed), rng, num_joints=joints,
+                source=labels.source, frame_index=labels.index, size=crop_kwargs.get("size", CROP_SIZE),
+            )  # fmt: skip
+            owed -= len(found)
+            yield from found

@@ -32,6 +32,7 @@ class ProducerConfig:
     crop_size: int = CROP_SIZE
     margin: float = 0.25
     min_visible: int = 8
+    negatives: float = 0.0  # fraction of the buffer that is background crops (`crops.background_crops`)
     max_video_bytes: int = stages.MAX_VIDEO_BYTES
 
 
@@ -134,8 +135,9 @@ class ProducerPool:
                     yield frame.image, labels
 
             crops = person_crops(
-                images_and_labels(), size=cfg.crop_size, margin=cfg.margin, min_visible=cfg.min_visible
-            )
+                images_and_labels(), size=cfg.crop_size, margin=cfg.margin, min_visible=cfg.min_visible,
+                negatives=cfg.negatives,
+            )  # fmt: skip
             for sample in crops:
                 if not self.buffer.put(sample):
                     return  # the buffer was closed: nobody consumes any more
