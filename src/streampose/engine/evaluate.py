@@ -61,7 +61,7 @@ def evaluate(
 
     labeller = get_teacher(teacher_name)
     try:
-        stream = stages.frames(videos, stride=stride, max_frames=max_frames, max_side=max_side)
+        stream = stages.prefetch(stages.frames(videos, stride=stride, max_frames=max_frames, max_side=max_side))
         samples = list(person_crops(counted(stages.labelled(labeller, stream)), size=backend.crop_size))
     finally:
         labeller.close()

@@ -124,7 +124,7 @@ class ProducerPool:
             frames = stages.frames(
                 videos, stride=cfg.stride, max_frames=cfg.max_frames, max_side=cfg.max_side, handler=skip
             )
-            frames = stages.count_frames(frames, self._done_with)
+            frames = stages.count_frames(stages.prefetch(frames), self._done_with)
 
             def images_and_labels():
                 for _, frame, labels in stages.labelled(teacher, frames):
