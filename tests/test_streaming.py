@@ -8,12 +8,14 @@ import subprocess
 import sys
 import textwrap
 import threading
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from streampose.errors import ProducerError
 from streampose.sources import refs
+from streampose.sources.provenance import PendingEntries
 from streampose.stream.augment import AugmentConfig
 from streampose.stream.buffer import RingBuffer
 from streampose.stream.loader import BatchLoader
@@ -95,6 +97,60 @@ def test_stop_joins_endless_producers(clip):
     pool.stop(timeout=30)
     assert not pool.alive
     assert threading.active_count() < before
+
+
+@pytest.mark.slow
+def test_producer_processes_fill_the_buffer_record_videos_and_skip_a_corrupt_one(clip, tmp_path, capfd):
+    bad = tmp_path / "corrupt.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(5000))
+    specs = [str(clip("pose2sim-single-cam01")), str(bad), str(clip("sports2d"))]
+    buffer = make_buffer(min_fill=1)
+    recorded = PendingEntries()
+    teacher = partial(get_teacher, "mediapipe")
+    pool = ProducerPool(refs(specs), buffer, teacher, CONFIG, workers=2, provenance=recorded, processes=True).start()
+    batch = buffer.sample(8, timeout=120)
+    while pool.alive:
+        pool._threads[0].join(0.5)
+    pool.stop()
+    assert "corrupt.mp4" in capfd.readouterr().err, "the child's warning reaches stderr"
+    stats = buffer.stats()
+    assert buffer.closed, "exhausted sources close the buffer"
+    assert 20 <= stats["inserted"] <= 30, stats
+    assert len(pool.used_videos) == 2 and not any("corrupt" in v for v in pool.used_videos)
+    entries = recorded.drain()
+    assert sorted(e["frames"] for e in entries) == [15, 15]
+    assert all(e["bytes"] > 100_000 for e in entries), entries
+    assert batch["image"].shape == (8, 96, 96, 3) and batch["image"].std() > 10
+
+
+@pytest.mark.slow
+def test_a_failing_producer_process_makes_the_consumer_raise(clip):
+    buffer = make_buffer(min_fill=10_000)
+    config = ProducerConfig(stride=1, max_frames=40, max_side=480, crop_size=96)
+    stream = refs([str(clip("sports2d"))], loop=True)
+    pool = ProducerPool(stream, buffer, partial(_FailingTeacher, 16), config, processes=True).start()
+    loader = BatchLoader(buffer, 4, SKELETON.flip, AugmentConfig())
+    with pytest.raises(ProducerError, match="simulated CUDA error"):
+        loader.next()
+    loader.close()
+    pool.stop()
+    assert not pool.alive
+
+
+@pytest.mark.slow
+def test_stop_ends_endless_producer_processes_and_records_their_videos(clip):
+    buffer = make_buffer()
+    recorded = PendingEntries()
+    config = ProducerConfig(stride=2, max_side=480, crop_size=96)
+    stream = refs([str(clip("sports2d"))], loop=True)
+    pool = ProducerPool(stream, buffer, partial(get_teacher, "mediapipe"), config, 2, recorded, processes=True)
+    pool.start()
+    buffer.sample(2, timeout=120)
+    children = [c.process for c in pool._children]
+    pool.stop(timeout=30)
+    assert not pool.alive and len(children) == 2
+    assert not any(p.is_alive() for p in children)
+    assert recorded.drain(), "the videos in progress at the stop are recorded"
 
 
 AUDIT_SCRIPT = textwrap.dedent(

@@ -74,6 +74,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     model = p.add_mutually_exclusive_group(required=True)
     model.add_argument("--checkpoint", help="a training checkpoint (runs in PyTorch)")
     model.add_argument("--onnx", metavar="student.onnx", help="an exported student (runs in onnxruntime)")
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime"), help="what runs --checkpoint")
 
 
 def source_filters(args: argparse.Namespace) -> dict:
@@ -184,7 +185,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from streampose.model.backends import open_backend
 
     require_pexels_permission(args.sources, args.pexels_permission)
-    backend = open_backend(checkpoint=args.checkpoint, onnx=args.onnx, device=args.device)
+    backend = open_backend(checkpoint=args.checkpoint, onnx=args.onnx, device=args.device, backend=args.backend)
     with progress(unit="frame", desc="eval") as bar:
         result = evaluate(
             backend,
@@ -214,6 +215,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         device=args.device,
         expect_skeleton=args.skeleton,
         threads=args.threads,
+        backend=args.backend,
     )
     with progress(unit="frame", desc="predict") as bar:
         result = predict_video(
@@ -267,7 +269,8 @@ def add_train_parser(sub) -> None:
     config_option(p, "--threads", int, help="torch CPU threads")
     config_option(p, "--max-frames", int, help="per video and pass")
     config_option(p, "--dist-timeout", help="seconds a rank waits for the others (torchrun)")
-    for flag in ("--steps", "--batch-size", "--lr", "--warmup", "--crop-size", "--buffer-gb", "--producers"):
+    config_option(p, "--producers", help="producer count, or auto: from the cores and the trainer's device")
+    for flag in ("--steps", "--batch-size", "--lr", "--warmup", "--crop-size", "--buffer-gb"):
         config_option(p, flag)
     for flag in ("--stride", "--max-side", "--loss-3d", "--loss-2d", "--loss-vis", "--save-every", "--log-every"):
         config_option(p, flag)
