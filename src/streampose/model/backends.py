@@ -1,7 +1,10 @@
 """One way to run a student: a checkpoint in PyTorch or an exported model in onnxruntime.
 
 `evaluate` and `predict` both run the student through a `Backend`, so every command takes
-``--checkpoint`` or ``--onnx`` alike and gets the same numbers from either. Both backends take
+``--checkpoint`` or ``--onnx`` alike and gets the same numbers from either. A checkpoint runs in
+the fastest backend installed (`open_backend`'s ``backend="auto"``): on a CPU with onnxruntime
+that is its student exported in memory (`export.onnx_bytes`), 1.3-6x torch's crops/s here
+(README, "Benchmarks", P4). Both backends take
 uint8 crops and share one preprocessing (`preprocess.normalize_images`); `TorchBackend` runs in
 the layout and precision `preprocess.prepare_model` picks, `OnnxBackend` in float32.
 """
@@ -21,7 +24,7 @@ from streampose.errors import StreamPoseError
 from streampose.model.checkpoint import load_checkpoint, student_from
 from streampose.model.export import FORMAT as ONNX_FORMAT
 from streampose.model.export import INPUT as ONNX_INPUT
-from streampose.model.export import OUTPUTS, read_metadata
+from streampose.model.export import OUTPUTS, onnx_bytes, read_metadata
 from streampose.model.preprocess import IMAGE_MEAN, IMAGE_STD, fold_batchnorm, normalize_images, prepare_model
 from streampose.poses.skeletons import Skeleton, get_skeleton
 
@@ -121,13 +124,14 @@ class TorchBackend:
 
 class OnnxBackend:
     """An exported student (`streampose.model.export`) in onnxruntime; the file's metadata says
-    everything else (skeleton, crop size, normalisation), and is checked against what this version knows."""
+    everything else (skeleton, crop size, normalisation), and is checked against what this version knows.
+    `path` may also be the model's bytes (`export.onnx_bytes` of a checkpoint)."""
 
     name = "onnxruntime"
 
     def __init__(
         self,
-        path: str | Path,
+        path: str | Path | bytes,
         *,
         device: str | torch.device = "cpu",
         expect_skeleton: str | None = None,
@@ -135,8 +139,9 @@ class OnnxBackend:
     ) -> None:
         import onnxruntime as ort
 
-        path = Path(path)
-        meta = read_metadata(path)
+        model = path if isinstance(path, bytes) else str(path)
+        path = "the checkpoint's student" if isinstance(path, bytes) else Path(path)
+        meta = read_metadata(model)
         if meta.get("streampose.format") != ONNX_FORMAT:
             raise StreamPoseError(f"{path}: not a stream-pose student ONNX model (no {ONNX_FORMAT} metadata)")
         try:
@@ -163,7 +168,7 @@ class OnnxBackend:
         if threads:
             options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
+            self.session = ort.InferenceSession(model, options, providers=providers)
         except Exception as e:
             raise StreamPoseError(f"{path}: onnxruntime cannot load it ({type(e).__name__}: {e})") from None
         shape = self.session.get_inputs()[0].shape
@@ -183,18 +188,37 @@ def open_backend(
     device: str = "cpu",
     expect_skeleton: str | None = None,
     threads: int | None = None,
+    backend: str = "auto",
 ) -> Backend:
-    """The torch backend for a checkpoint or the onnxruntime one for an ONNX file (exactly one).
+    """The onnxruntime backend for an ONNX file; for a checkpoint (exactly one of the two) the
+    `backend` named, ``torch`` or ``onnxruntime``, or with ``auto`` the fastest installed (`fastest_backend`).
 
     `device` may be ``"auto"`` (`pick_device`). `threads`: CPU threads for inference (None: the
     library's default, all cores).
     """
     if (checkpoint is None) == (onnx is None):
         raise StreamPoseError("give exactly one of a checkpoint and an ONNX model")
+    if backend not in ("auto", "torch", "onnxruntime"):
+        raise StreamPoseError(f"unknown backend {backend!r}: auto, torch or onnxruntime")
     device = pick_device(device)
     if onnx is not None:
         return OnnxBackend(onnx, device=device, expect_skeleton=expect_skeleton, threads=threads)
+    if (fastest_backend(device) if backend == "auto" else backend) == "onnxruntime":
+        ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+        return OnnxBackend(onnx_bytes(ckpt), device=device, expect_skeleton=expect_skeleton, threads=threads)
     return TorchBackend(checkpoint, device=device, expect_skeleton=expect_skeleton, threads=threads)
+
+
+def fastest_backend(device: torch.device) -> str:
+    """onnxruntime on a CPU when it is installed (faster at every batch measured, P4); torch
+    elsewhere (on a GPU the two were not compared)."""
+    if device.type != "cpu":
+        return "torch"
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return "torch"
+    return "onnxruntime"
 
 
 def crops_per_second(backend: Backend, batch: int, *, rounds: int = 12, warmup: int = 5) -> float:
