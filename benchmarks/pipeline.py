@@ -1,4 +1,4 @@
-"""`make bench`: the streaming pipeline's five headline figures, each as a ratio to its baseline.
+"""`make bench`: the streaming pipeline's headline figures P1-P7, each a ratio to its baseline or a value.
 
 Why these figures: the project's promise is that a student trains from a teacher's labels on
 streamed video without the plumbing (decoding, cropping, the ring buffer, the batch loader)
@@ -7,13 +7,18 @@ So every figure is "what we get" over "what the bare unavoidable part gets":
 
 - P1 producer overhead: labelled frames/s through the real `ProducerPool` (source -> decode ->
   teacher -> crops -> ring buffer) / the teacher alone on the same, already decoded frames.
-- P2 trainer starvation: training steps/s fed live by producers through the `BatchLoader` /
-  steps/s on preloaded in-memory batches of the same shape; also with the producer paused.
+- P2 trainer starvation: the share of live training steps (producers + `BatchLoader`, after a
+  warm-up round) whose batch was not ready. Steps/s live / steps/s on preloaded in-memory batches
+  of the same shape (and with the producer paused) stay as diagnostics: on 2 cores the live case
+  shares the cores with the teacher, so that ratio measures CPU sharing, not starvation.
 - P3 decode: `streampose.decode.decode_frames` to RGB / the `ffmpeg` command line on the same
   bytes through stdin, with the same pixel format conversion and comparable threads.
-- P4 student inference: crops/s at 128 and 192 px, fastest layout/precision / fp32.
+- P4 student inference: crops/s of the default student at the default crop size, batch 32, in
+  onnxruntime (what `eval` and `predict` run a checkpoint in when it is installed); torch fp32
+  and torch's preferred layout/precision, other sizes and batch 1 as detail.
 - P5 memory: RSS over a streaming training run against the ring buffer's bytes: growth slope
   after warm-up and the peak above the buffer.
+- P6 persons per core and P7 producers that scale: see `scaling.py`.
 
 How they are measured (see `benchutil`): every section runs in its own fresh process (models
 alive in one process slowed each other here, and RSS must start clean); within a section the

@@ -27,7 +27,8 @@ def _finite(x: object) -> bool:
 
 @pytest.mark.slow
 def test_smoke_benchmark_writes_every_figure(clip, tmp_path):
-    clip("sports2d"), clip("pose2sim-single-cam01"), clip("pose2sim-multi-cam01")  # fetched here, so a machine without a registry skips
+    for name in ("sports2d", "pose2sim-single-cam01", "pose2sim-multi-cam01"):
+        clip(name)  # fetched here, so a machine without a registry skips
     out = tmp_path / "bench.json"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "pipeline.py"), "--smoke", "--out", str(out)]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)

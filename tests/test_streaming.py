@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from streampose.errors import ProducerError
+from streampose.errors import ProducerError, StreamPoseError
 from streampose.sources import refs
 from streampose.sources.provenance import PendingEntries
 from streampose.stream.augment import AugmentConfig
 from streampose.stream.buffer import RingBuffer
 from streampose.stream.loader import BatchLoader
-from streampose.stream.producers import ProducerConfig, ProducerPool
+from streampose.stream.producers import ProducerConfig, ProducerPool, auto_producers, producer_count
 from streampose.teachers import get_teacher
 from streampose.teachers.mediapipe import MediaPipeTeacher
 
@@ -252,3 +252,14 @@ def test_audit_catches_a_write(tmp_path):
         env=with_tests_on_path(), capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert "leak.mp4" in result.stdout
+
+
+def test_producer_count_follows_the_cores_the_trainer_leaves_free():
+    assert auto_producers("cpu", cores=2) == 1 and auto_producers("cpu", cores=16) == 8
+    assert auto_producers("cuda", cores=2) == 1 and auto_producers("cuda:1", cores=16) == 15
+    assert auto_producers("cpu", cores=1) == auto_producers("cuda", cores=1) == 1
+    assert producer_count("3", "cpu") == 3 and producer_count(2, "cuda") == 2
+    assert producer_count("auto", "cpu") == auto_producers("cpu")
+    for bad in ("0", "two", -1):
+        with pytest.raises(StreamPoseError, match="--producers"):
+            producer_count(bad, "cpu")
