@@ -8,10 +8,12 @@ projection with K in CoMotion's pixel convention (image spanning [0, W] x [0, H]
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +27,7 @@ from streampose.teachers import TEACHERS, teacher_class
 from streampose.teachers import comotion as cm
 from streampose.teachers import comotion_install as cmi
 
+ROOT = Path(__file__).resolve().parents[1]
 SK = get_skeleton("comotion27")
 SIZE = (480, 640)  # (height, width)
 ROWS = 48
@@ -223,8 +226,17 @@ def test_flip_permutation_matches_the_names():
 # ------------------------------------------------------------------ the teacher, with a stand-in model
 
 
+# CoMotion's ImageNet mean, which it keeps on the CPU and subtracts from the full frame before
+# moving the 512x512 crop to the model's device (comotion_demo/utils/dataloading.py).
+COMOTION_IMG_MEAN = torch.tensor([0.4850, 0.4560, 0.4060]).view(-1, 1, 1)
+
+
 class FakeCoMotion:
-    """Stands in for CoMotion: same call shape, scripted tracks, records what it was given."""
+    """Stands in for CoMotion: same call shape, scripted tracks, records what it was given.
+
+    Like CoMotion's forward, it normalises the full frame against a CPU tensor first, so a frame
+    handed over on another device fails here as it does inside CoMotion.
+    """
 
     def __init__(self, script: list[dict[int, np.ndarray]]) -> None:
         self.script = list(script)
@@ -238,6 +250,7 @@ class FakeCoMotion:
 
     def __call__(self, image, K, use_mps=False):
         self.calls.append((image, K, use_mps))
+        _normalised = image.float() / 255 - COMOTION_IMG_MEAN
         self.frame_count += 1
         self.shot_detector.seen.append(self.frame_count)
         people = self.script.pop(0)
@@ -272,6 +285,22 @@ def test_teacher_feeds_chw_uint8_and_default_k_and_resets_per_video():
     assert counts == [0, 0, 1, 0, 0]
     with pytest.raises(ValueError, match="differs"):
         teacher.label([frame[:10]])
+    teacher.close()
+
+
+def test_frame_and_k_reach_comotion_on_the_cpu_whatever_the_models_device():
+    """CoMotion's demo hands it the frame and K on the CPU; it moves only the 512x512 crop to CUDA.
+
+    `meta` stands in for a GPU (none here): any `.to(model device)` of the frame would show.
+    """
+    fake = FakeCoMotion([{1: body()}] * 3)
+    teacher = cm.CoMotionTeacher(model=fake, device="meta")
+    frame = np.random.default_rng(1).integers(0, 256, (*SIZE, 3), dtype=np.uint8)
+    teacher.start_video(SIZE)
+    assert [len(x) for x in teacher.label([frame] * 3)] == [0, 0, 1]
+    for image, k, _ in fake.calls:
+        assert image.device.type == "cpu" and image.dtype == torch.uint8 and image.shape == (3, *SIZE)
+        assert k.device.type == "cpu" and k.dtype == torch.float32 and np.allclose(k.numpy(), K)
     teacher.close()
 
 
@@ -391,6 +420,27 @@ def test_cli_label_exits_2_with_one_line(sports2d, tmp_path):
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and "comotion_demo" in lines[0] and "pip install -e ." in lines[0]
     assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("comotion_demo") is None,
+    reason="CoMotion (comotion_demo) is not installed: it comes from GitHub (`make comotion`), which CI cannot reach",
+)
+def test_real_comotion_labels_a_clip_through_the_cli(sports2d, tmp_path):
+    """The installed ml-comotion code, random weights and a synthetic SMPL file, 3 frames via the CLI.
+
+    benchmarks/comotion_smoke.py checks every saved label (pelvis-relative, visible joints in the
+    frame, ...) and fails otherwise; here: the first two frames give no persons (age rule) and the
+    third does (two, with the seed's random weights, on the CPU).
+    """
+    out = tmp_path / "smoke.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "comotion_smoke.py"), "--clip", str(sports2d), "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert (result["frames"], result["joints"]) == (3, 27)
+    assert result["persons_per_frame"][:2] == [0, 0] and result["persons_per_frame"][2] > 0
 
 
 # ------------------------------------------------------------------ crops from CoMotion labels

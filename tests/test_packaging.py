@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -49,7 +50,10 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path):
     # The dependencies come from this environment (installing torch again is not the point);
     # the package itself must come from the wheel.
     Path(target, "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    run = lambda *args: subprocess.run([venv / "bin" / "python", *args], capture_output=True, text=True, timeout=120)  # noqa: E731
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing but the venv decides what imports
+    run = lambda *args: subprocess.run(  # noqa: E731
+        [venv / "bin" / "python", *args], capture_output=True, text=True, timeout=120, env=env
+    )
     where = run("-c", "import streampose; print(streampose.__file__)")
     assert where.stdout.startswith(target), where.stdout + where.stderr
     version = run("-m", "streampose", "--version")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -59,3 +60,52 @@ def test_missing_rerun_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_rerun)
     with pytest.raises(StreamPoseError, match=r"pip install 'streampose\[viz\]'"):
         viewer.import_rerun()
+
+
+def _recorded(path) -> tuple[int, set[str]]:
+    """Rows (frames) and columns of a recording, read back with Rerun's own API."""
+    table = rerun.dataframe.load_recording(str(path)).view(index="frame", contents="/**").select().read_all()
+    return table.num_rows, set(table.column_names)
+
+
+@pytest.mark.slow
+def test_view_and_predict_write_recordings_from_the_command_line(clip, tmp_path, capsys):
+    from streampose.cli import main
+    from streampose.model.checkpoint import save_checkpoint
+    from streampose.model.student import build_student
+
+    video = str(clip("pose2sim-single-cam01"))
+    labels = tmp_path / "labels.jsonl"
+    assert (
+        main(["label", video, "--stride", "10", "--max-frames", "5", "--max-side", "320", "--save", str(labels)]) == 0
+    )
+    assert main(["view", str(labels), "--video", video, "--rerun", str(tmp_path / "labels.rrd")]) == 0
+    assert "showed 5 labelled frames: Rerun" in capsys.readouterr().err
+    rows, columns = _recorded(tmp_path / "labels.rrd")
+    assert rows == 5 and {"/video:Blob", "/video/person/0:Position2D", "/world/person/0/joints:Position3D"} <= columns
+    assert "/video/person/0/bones:LineStrip2D" in columns  # 2D bones drawn between visible joints only
+    # The frames are shown at the size they were labelled at (--max-side 320), so the joints land on them.
+    table = rerun.dataframe.load_recording(str(tmp_path / "labels.rrd")).view(index="frame", contents="/video").select()
+    blob = np.asarray(table.read_all().column("/video:Blob")[0][0].values, dtype=np.uint8)
+    assert cv2.imdecode(blob, cv2.IMREAD_COLOR).shape[:2] == (320, 180)
+
+    model = build_student("micro", 33, 64)
+    checkpoint = save_checkpoint(
+        tmp_path / "s.pt", model=model.state_dict(), step=1, teacher="mediapipe", skeleton="blazepose33",
+        student=model.config_dict(), preprocess={"crop_size": 64},
+    )  # fmt: skip
+    argv = ["predict", video, "--checkpoint", str(checkpoint), "--max-side", "240", "--rerun", str(tmp_path / "p.rrd")]
+    assert main(argv) == 0
+    rows, columns = _recorded(tmp_path / "p.rrd")
+    assert rows == 100  # every frame of the clip, one person each
+    assert {"/video:Blob", "/video/person/0/box:Position2D", "/world/person/0/joints:Position3D"} <= columns
+
+
+def test_spawning_without_a_viewer_on_path_is_one_clear_error(monkeypatch, tmp_path):
+    """rerun-sdk spawns the viewer found on PATH; the environment's own bin folder is tried too."""
+    from streampose.poses.skeletons import get_skeleton
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(viewer.sys, "executable", str(tmp_path / "python"))
+    with pytest.raises(StreamPoseError, match=r"not on PATH: .*\(--rerun out\.rrd\)"):
+        viewer.RerunLog(get_skeleton("blazepose33"), None)

@@ -8,19 +8,26 @@ status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import warnings
 from dataclasses import asdict
 
-from tqdm import tqdm
-
 from streampose import __version__, sources
-from streampose.engine.config import TrainConfig
+from streampose.engine.config import TrainConfig, config_defaults
 from streampose.engine.runlock import RunLock
 from streampose.errors import ReportedError, StreamPoseError
-from streampose.sources.base import MAX_VIDEO_MB
+from streampose.options import (
+    add_model_options,
+    add_rerun_option,
+    add_source_options,
+    emit_json,
+    frame_total,
+    progress,
+    source_filters,
+    source_videos,
+    tick,
+)
 from streampose.sources.pexels import require_pexels_permission
 from streampose.stream import stages
 from streampose.teachers import TEACHERS, get_teacher
@@ -35,75 +42,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def progress(disable: bool = False, **kwargs) -> tqdm:
-    """A progress bar on an interactive terminal, silent otherwise (logs, CI, pipes)."""
-    return tqdm(disable=disable or not sys.stderr.isatty(), dynamic_ncols=True, **kwargs)
-
-
-def emit_json(result: dict) -> None:
-    """The machine-readable result: one JSON object, always the last line of stdout."""
-    print(json.dumps(result), flush=True)
-
-
-def add_source_options(p: argparse.ArgumentParser, loop: bool = True, permission: bool = False) -> None:
-    """The source options; `permission` adds --pexels-permission (commands that train or evaluate)."""
-    g = p.add_argument_group(
-        "sources",
-        "SOURCE is a file, a folder, an http(s) URL, @list.txt (one source per line), pexels:QUERY or "
-        "commons:QUERY. Pexels' terms forbid training ML models on its content without Pexels' permission; "
-        "Wikimedia Commons media are freely licensed (set STREAMPOSE_CONTACT for its User-Agent).",
-    )
-    g.add_argument("--max-videos", type=int, default=None, help="stop after this many videos")
-    if loop:
-        g.add_argument("--loop", action="store_true", help="keep paging search sources for new videos forever")
-    g.add_argument("--orientation", choices=["landscape", "portrait", "square"], default=None)
-    g.add_argument("--min-duration", type=float, default=None, help="seconds (search sources)")
-    g.add_argument("--max-duration", type=float, default=None, help="seconds (search sources)")
-    g.add_argument("--target-height", type=int, default=480, help="preferred rendition's short side, pixels")
-    g.add_argument("--max-video-mb", type=float, default=MAX_VIDEO_MB, help="skip videos larger than this")
-    if permission:
-        g.add_argument(
-            "--pexels-permission",
-            action="store_true",
-            help="affirm that you have Pexels' explicit permission to train or evaluate models on its videos "
-            "(required for pexels: sources)",
-        )
-
-
-def add_model_options(p: argparse.ArgumentParser) -> None:
-    model = p.add_mutually_exclusive_group(required=True)
-    model.add_argument("--checkpoint", help="a training checkpoint (runs in PyTorch)")
-    model.add_argument("--onnx", metavar="student.onnx", help="an exported student (runs in onnxruntime)")
-    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime"), help="what runs --checkpoint")
-
-
-def source_filters(args: argparse.Namespace) -> dict:
-    filters = {k: getattr(args, k) for k in ("orientation", "min_duration", "max_duration", "target_height")}
-    return filters | {"max_bytes": int(args.max_video_mb * 1e6)}
-
-
-def source_videos(args: argparse.Namespace, specs: list[str]):
-    """Pipeline head shared by label and eval: refs resolved lazily, fetched one at a time; a file or
-    URL the user named that fails stops the command, a search result that fails is skipped."""
-    stream = sources.refs(
-        specs,
-        max_videos=args.max_videos,
-        loop=getattr(args, "loop", False),
-        filters=sources.SourceFilters(**source_filters(args)),
-    )
-    return stages.videos(stream, max_bytes=int(args.max_video_mb * 1e6), handler=stages.raise_named_skip_searched)
-
-
 def cmd_label(args: argparse.Namespace) -> int:
     from streampose.engine.label import label
 
     teacher = get_teacher(args.teacher)
     skeleton = teacher.skeleton
     try:
-        with progress(unit="frame", desc="label") as bar:
+        with progress(total=frame_total(args), unit="frame", desc="label") as bar:
             counts = label(
                 source_videos(args, args.sources), teacher, stride=args.stride, max_frames=args.max_frames,
-                max_side=args.max_side, save=args.save, render=args.render, on_frame=bar.update,
+                max_side=args.max_side, save=args.save, render=args.render, max_videos=args.max_videos,
+                on_frame=lambda n: tick(bar, n),
             )  # fmt: skip
     finally:
         teacher.close()
@@ -125,30 +74,42 @@ def cmd_label(args: argparse.Namespace) -> int:
 def cmd_view(args: argparse.Namespace) -> None:
     from streampose.engine.view import view
 
-    with progress(unit="frame", desc="view") as bar:
+    with progress(total=stages.frame_total([args.video]), unit="frame", desc="view") as bar:
         shown = view(args.labels, args.video, out=args.out, png=args.png, sheet_frames=args.sheet_frames,
-                     on_frame=bar.update)  # fmt: skip
+                     rerun=args.rerun, on_frame=bar.update)  # fmt: skip
     drawn = [f"to {args.out}"] if args.out else []
-    print(f"drew {shown} labelled frames " + ", ".join(drawn + ([f"sheet {args.png}"] if args.png else [])),
-          file=sys.stderr)  # fmt: skip
+    drawn += [f"sheet {args.png}"] if args.png else []
+    drawn += [f"Rerun {args.rerun or 'viewer'}"] if args.rerun is not None else []
+    print(f"showed {shown} labelled frames: " + ", ".join(drawn), file=sys.stderr)
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    """The run's config from the train options (`--source A B --source C` gives three sources)."""
+    """The run's config from the train options (`--source A B --source C` gives three sources; without
+    --source, the --config file's sources)."""
     return TrainConfig(
-        sources=[spec for group in args.source for spec in group],
+        sources=[spec for group in args.source or [] for spec in group] or getattr(args, "sources", []),
         filters=source_filters(args),
         **{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and k != "sources"},
     )
 
 
-def early_train_lock(argv: list[str]) -> RunLock | None:
+def early_train_options(argv: list[str]) -> dict:
+    """`train --config FILE`'s values, read before the full parse: they become the options' defaults."""
+    if not argv or argv[0] != "train":
+        return {}
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    path = pre.parse_known_args(argv[1:])[0].config
+    return config_defaults(path) if path else {}
+
+
+def early_train_lock(argv: list[str], defaults: dict) -> RunLock | None:
     """`train`'s lock on an existing run folder, taken before torch is imported (seconds), so a run
     on a busy folder is refused at once; `cmd_train` locks a new one. Only rank 0 locks."""
     if not argv or argv[0] != "train" or os.environ.get("RANK", "0") != "0" or {"-h", "--help"} & set(argv):
         return None
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--out", default=TRAIN.out)
+    pre.add_argument("--out", default=defaults.get("out", TRAIN.out))
     out = pre.parse_known_args(argv[1:])[0].out
     return RunLock(out).acquire() if os.path.isdir(out) else None
 
@@ -186,15 +147,15 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     require_pexels_permission(args.sources, args.pexels_permission)
     backend = open_backend(checkpoint=args.checkpoint, onnx=args.onnx, device=args.device, backend=args.backend)
-    with progress(unit="frame", desc="eval") as bar:
+    with progress(total=frame_total(args), unit="frame", desc="eval") as bar:
         result = evaluate(
             backend,
-            source_videos(args, args.sources),
+            source_videos(args, args.sources, max_videos=args.max_videos),
             teacher=args.teacher,
             stride=args.stride,
             max_frames=args.max_frames,
             max_side=args.max_side,
-            progress=bar,
+            on_frame=lambda n: tick(bar, n),
         )
     if result["persons"]:
         print(summary_line(result), file=sys.stderr)
@@ -206,8 +167,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from streampose.engine.predict import parse_box, predict_video
     from streampose.model.backends import open_backend
 
-    if not (args.poses or args.render or args.json):
-        raise StreamPoseError("nothing to do: give --poses poses.jsonl, --render overlay.mp4 and/or --json")
+    if not (args.poses or args.render or args.json or args.rerun is not None):
+        raise StreamPoseError("nothing to do: give --poses poses.jsonl, --render overlay.mp4, --rerun and/or --json")
     box = parse_box(args.box) if args.box is not None else None
     backend = open_backend(
         checkpoint=args.checkpoint,
@@ -217,12 +178,13 @@ def cmd_predict(args: argparse.Namespace) -> None:
         threads=args.threads,
         backend=args.backend,
     )
-    with progress(unit="frame", desc="predict") as bar:
+    with progress(total=stages.frame_total([args.video]), unit="frame", desc="predict") as bar:
         result = predict_video(
             args.video,
             backend,
             poses=args.poses,
             render=args.render,
+            rerun=args.rerun,
             box=box,
             max_side=args.max_side,
             progress=bar.update,
@@ -233,16 +195,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from streampose.model.checkpoint import load_checkpoint
-    from streampose.model.export import export_onnx
+    from streampose.model.export import export
 
-    ckpt = load_checkpoint(args.checkpoint)
-    if args.skeleton and ckpt["skeleton"] != args.skeleton:
-        raise StreamPoseError(
-            f"{args.checkpoint}: its student predicts skeleton {ckpt['skeleton']}, not {args.skeleton}"
-        )
-    path = export_onnx(ckpt, args.onnx)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, skeleton {ckpt['skeleton']})", file=sys.stderr)
+    paths = export(args.checkpoint, args.onnx, args.safetensors, expect_skeleton=args.skeleton)
+    sizes = ", ".join(f"{p} ({p.stat().st_size / 1e6:.1f} MB)" for p in paths[:-2])
+    print(f"wrote {sizes}; model card {paths[-2]} and {paths[-1].name}", file=sys.stderr)
 
 
 def config_option(p: argparse.ArgumentParser, flag: str, kind: type | None = None, **kwargs) -> None:
@@ -251,12 +208,17 @@ def config_option(p: argparse.ArgumentParser, flag: str, kind: type | None = Non
     p.add_argument(flag, type=kind or type(default), default=default, **kwargs)
 
 
-def add_train_parser(sub) -> None:
+def add_train_parser(sub, defaults: dict) -> None:
+    """The train options; `defaults` (a --config file's values) replace TrainConfig's defaults."""
     from streampose.model.student import STUDENT_SIZES  # imports torch: after `early_train_lock`
 
     p = sub.add_parser("train", help="train the student from the live stream")
     p.add_argument(
-        "--source", action="append", nargs="+", required=True, metavar="SOURCE",
+        "--config", metavar="run.toml",
+        help="TrainConfig's fields as TOML (a run folder's config.toml is one); options given here override it",
+    )  # fmt: skip
+    p.add_argument(
+        "--source", action="append", nargs="+", required=not defaults.get("sources"), metavar="SOURCE",
         help="one or more SOURCEs (repeatable: --source A B --source C); read in a loop",
     )  # fmt: skip
     config_option(p, "--teacher", choices=sorted(TEACHERS))
@@ -280,7 +242,7 @@ def add_train_parser(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--json", action="store_true")
     add_source_options(p, loop=False, permission=True)
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, **defaults)
 
 
 def cmd_models(args: argparse.Namespace) -> None:
@@ -297,7 +259,7 @@ def cmd_models(args: argparse.Namespace) -> None:
         print(f"{name}: {store.ensure(name)}", file=sys.stderr)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog="streampose", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -320,9 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="overlay.mp4", help="overlay video")
     p.add_argument("--png", metavar="sheet.png", help="contact sheet of a few frames")
     p.add_argument("--sheet-frames", type=int, default=12)
+    add_rerun_option(p)
     p.set_defaults(func=cmd_view)
 
-    add_train_parser(sub)
+    add_train_parser(sub, train_defaults or {})
 
     p = sub.add_parser("eval", help="measure a student against the teacher on held-out video")
     p.add_argument("sources", nargs="+", metavar="SOURCE")
@@ -341,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(p)
     p.add_argument("--poses", metavar="poses.jsonl", help="write one JSON line per frame")
     p.add_argument("--render", metavar="overlay.mp4", help="write an overlay video: 2D skeleton, crop, 3D panel")
+    add_rerun_option(p)
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
     p.add_argument(
         "--box",
@@ -359,9 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("export", help="export a checkpoint's student to ONNX")
+    p = sub.add_parser("export", help="export a checkpoint's student to ONNX and/or safetensors, with a model card")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--onnx", required=True, metavar="student.onnx")
+    p.add_argument("--onnx", metavar="student.onnx", help="the student for onnxruntime (no PyTorch needed)")
+    p.add_argument("--safetensors", metavar="student.safetensors", help="the weights, for PyTorch users")
     p.add_argument("--skeleton", default=None, help="refuse a checkpoint of another skeleton")
     p.set_defaults(func=cmd_export)
 
@@ -379,8 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     lock = None
     try:
-        lock = early_train_lock(argv)
-        args = build_parser().parse_args(argv)
+        defaults = early_train_options(argv)
+        lock = early_train_lock(argv, defaults)
+        args = build_parser(defaults).parse_args(argv)
         args.lock = lock
         code = args.func(args)
     except ReportedError as e:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import tomllib
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,26 @@ def read_config(path: str | Path, cls: type) -> dict[str, Any]:
             f"{path}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
             f"(a {cls.__name__} has: {', '.join(sorted(fields))})"
         )
+    wrong = [f"{k} must be {kind}, not {type(data[k]).__name__}" for k, kind in _wrong_types(cls, data).items()]
+    if wrong:
+        raise StreamPoseError(f"{path}: {'; '.join(wrong)}")
     return data
+
+
+def _wrong_types(cls: type, data: dict[str, Any]) -> dict[str, str]:
+    """Keys whose value does not fit the field's annotation (an int where a float goes is fine), and
+    what would: a config's typo must fail here, not hours into a run."""
+    hints = typing.get_type_hints(cls)
+    wrong = {}
+    for key, value in data.items():
+        hint = hints[key]
+        options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        kinds = {typing.get_origin(t) or t for t in options}
+        if float in kinds:
+            kinds.add(int)
+        if not isinstance(value, tuple(kinds)) or (isinstance(value, bool) and bool not in kinds):
+            wrong[key] = " or ".join(sorted("none" if k is type(None) else k.__name__ for k in kinds))
+    return wrong
 
 
 def _with_unset(table: dict[str, Any]) -> dict[str, Any]:

@@ -13,11 +13,11 @@ import json
 import sys
 from pathlib import Path
 
-from streampose.cli import progress
 from streampose.engine.evaluate import evaluate, summary_line
 from streampose.engine.train import TrainConfig, train
 from streampose.model.backends import open_backend
 from streampose.model.student import STUDENT_SIZES
+from streampose.options import progress, tick
 from streampose.sources import refs
 from streampose.sources.samples import sample_clip
 from streampose.stream import stages
@@ -64,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, clip in EVALS.items():
         with progress(unit="frame", desc=f"eval {name}") as bar:
             evals[name] = evaluate(
-                student, stages.videos(refs([str(sample_clip(clip))])), stride=2, keep_examples=3, progress=bar
+                student,
+                stages.videos(refs([str(sample_clip(clip))])),
+                stride=2,
+                keep_examples=3,
+                on_frame=lambda n: tick(bar, n),
             )
         print(f"{name}: {summary_line(evals[name])}", file=sys.stderr)
     skeleton = teacher_class(cfg.teacher).skeleton

@@ -12,7 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-import torch
+# The process's umask, read once at import (reading it means setting it, which is not thread-safe).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
@@ -20,6 +22,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # as open() would create it: mkstemp's 0600 hides exports from others
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -37,4 +40,6 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
 
 
 def atomic_torch_save(obj: object, path: str | Path) -> Path:
+    import torch  # here, not at the top: `train` reads its config and takes its lock before torch loads
+
     return atomic_write(path, lambda f: torch.save(obj, f))

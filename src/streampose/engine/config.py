@@ -6,9 +6,13 @@ the run folder's lock before anything slow is imported.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
 
-from streampose.sources.base import MAX_VIDEO_MB
+from streampose.config import read_config
+from streampose.errors import StreamPoseError
+from streampose.sources.base import MAX_VIDEO_MB, SourceFilters
 from streampose.stream.crops import CROP_SIZE
 
 
@@ -48,3 +52,15 @@ class TrainConfig:
     save_every: int = 500
     seed: int = 0
     resume: bool = False
+
+
+def config_defaults(path: str | Path) -> dict[str, Any]:
+    """A run config file as `train`'s option defaults, so the file sets the run and explicit options
+    still win. Its source filters become their options' values (`max_bytes` follows `max_video_mb`)."""
+    values = read_config(path, TrainConfig)
+    filters = dict(values.pop("filters", None) or {})
+    filters.pop("max_bytes", None)
+    unknown = sorted(set(filters) - {f.name for f in fields(SourceFilters)})
+    if unknown:
+        raise StreamPoseError(f"{path}: unknown filters key(s) {', '.join(unknown)}")
+    return values | filters

@@ -12,7 +12,7 @@ The student runs through `model.backends`, so a checkpoint (PyTorch) and its exp
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -35,7 +35,7 @@ def evaluate(
     max_side: int | None = 720,
     batch_size: int = 64,
     keep_examples: int = 0,
-    progress=None,
+    on_frame: Callable[[int], object] | None = None,
 ) -> dict:
     """Metrics of the student (`backend`, see `model.backends.open_backend`) and of the mean-pose
     baseline on every labelled person in `videos`; `teacher` defaults to the student's own."""
@@ -55,8 +55,8 @@ def evaluate(
         for video, frame, labels in items:
             frames_seen += 1
             video_ids.add(video.id)
-            if progress is not None:
-                progress.update()
+            if on_frame is not None:
+                on_frame(len(labels.persons))
             yield frame.image, labels
 
     labeller = get_teacher(teacher_name)

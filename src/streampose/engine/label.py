@@ -67,12 +67,14 @@ def label(
     save: str | Path | None = None,
     render: str | Path | None = None,
     handler: stages.Handler = stages.raise_named_skip_searched,
-    on_frame: Callable[[], None] | None = None,
+    max_videos: int | None = None,
+    on_frame: Callable[[int], object] | None = None,
 ) -> LabelCounts:
     """Label every frame of `videos` (after `stride`) with `teacher`; Ctrl-C stops it cleanly.
 
     `save` gets each video's provenance and each frame's labels as they come; `handler` is the
-    bad-input policy for videos that do not decode (the same one `eval` uses). Returns the
+    bad-input policy for videos that do not decode (the same one `eval` uses); `max_videos`
+    counts the videos labelled, not those tried. Returns the
     counts, with `interrupted` set when Ctrl-C ended it: everything counted is in `save`.
     """
     counts = LabelCounts()
@@ -81,7 +83,9 @@ def label(
     overlay = _Overlay(render, teacher, stride) if render else None
     stream = None
     try:
-        stream = stages.frames(videos, stride=stride, max_frames=max_frames, max_side=max_side, handler=handler)
+        stream = stages.frames(
+            videos, stride=stride, max_frames=max_frames, max_side=max_side, handler=handler, max_videos=max_videos
+        )
         stream = stages.prefetch(stream)
         last_video, video_tracks = None, set()
         for video, frame, labels in stages.labelled(teacher, stream):
@@ -101,7 +105,7 @@ def label(
             counts.tracks += len(new_tracks)
             video_tracks |= new_tracks
             if on_frame is not None:
-                on_frame()
+                on_frame(len(labels.persons))
     except KeyboardInterrupt:
         counts.interrupted = True
     finally:

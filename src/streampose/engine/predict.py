@@ -54,6 +54,7 @@ from streampose.stream import stages
 from streampose.stream.crops import MARGIN, apply_affine, cut_square, invert_affine, square_around
 from streampose.stream.decode import Frame, decode_frames, probe
 from streampose.viz.render import VideoWriter, overlay_frame
+from streampose.viz.rerun import recording
 
 # -- tracking -------------------------------------------------------------------------------------
 
@@ -313,13 +314,15 @@ def predict_video(
     *,
     poses: str | Path | None = None,
     render: str | Path | None = None,
+    rerun: str | None = None,
     box: tuple[float, float, float, float] | None = None,
     max_side: int | None = None,
     config: TrackerConfig | None = None,
     progress: Callable[[], None] | None = None,
 ) -> PredictResult:
     """Track the person through `video` (a file or URL); write one JSON line per frame
-    (`Pose.to_json`) to `poses`, atomically, and the overlay video to `render`.
+    (`Pose.to_json`) to `poses`, atomically, the overlay video to `render`, and frames with the
+    2D and 3D skeleton to Rerun (`rerun`: a .rrd file, or "" to spawn the viewer).
 
     `box` is in the pixels of the decoded frames (after `max_side` scaling, if any). A corrupt
     video raises `DecodeError` before either output exists.
@@ -338,9 +341,10 @@ def predict_video(
             raise StreamPoseError(f"--box {box}: lies outside the {w}x{h} frame")
 
     result = PredictResult(backend=backend.name, skeleton=backend.skeleton.name, crop_size=backend.crop_size)
-    result.outputs = [str(p) for p in (poses, render) if p is not None]
+    result.outputs = [str(p) for p in (poses, render, rerun) if p]
     confidence_sum = 0.0
     tracker = Tracker(backend, config, box)
+    viewer = recording(backend.skeleton, rerun)
 
     def run(sink: IO[bytes] | None) -> None:
         nonlocal confidence_sum
@@ -351,6 +355,8 @@ def predict_video(
                 result.tracker_seconds += time.perf_counter() - t0
                 if writer is not None:
                     writer.write(draw(frame.image, pose, backend.skeleton))
+                if viewer is not None:
+                    viewer.frame(frame.index, frame.timestamp, frame.image, [pose.as_label()])
                 if sink is not None:
                     sink.write((json.dumps(pose.to_json()) + "\n").encode())
                 result.frames += 1
@@ -359,10 +365,14 @@ def predict_video(
                 if progress is not None:
                     progress()
 
-    if poses is not None:
-        atomic_write(poses, run)
-    else:
-        run(None)
+    try:
+        if poses is not None:
+            atomic_write(poses, run)
+        else:
+            run(None)
+    finally:
+        if viewer is not None:
+            viewer.close()
     result.reinits = tracker.reinits
     result.mean_confidence = confidence_sum / max(1, result.frames)
     result.seconds = time.perf_counter() - start

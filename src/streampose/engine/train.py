@@ -25,6 +25,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 
+from streampose.config import write_config
 from streampose.engine.config import TrainConfig
 from streampose.engine.distributed import init_distributed, params_checksum
 from streampose.engine.loss import LOSS_KEYS, lr_factor, pose_loss
@@ -132,7 +133,7 @@ class Trainer:
         if rank.main:
             self.tb = SummaryWriter(str(self.out / "tb"))
             self.metrics_file = (self.out / "metrics.jsonl").open("a")
-            (self.out / "config.json").write_text(json.dumps(asdict(cfg) | {"world_size": rank.world}, indent=2))
+            write_config(cfg, self.out / "config.toml")  # a valid `train --config`: repeat or vary the run
         self.start_time = self.window_start = time.perf_counter()
         self.start_step, self.window_samples = self.global_step, 0
 

@@ -1,4 +1,5 @@
-"""`streampose export`: the trained student as one self-describing ONNX file.
+"""`streampose export`: the trained student as one self-describing ONNX file (and, for users who
+stay in PyTorch, its weights as safetensors with the same metadata), with a model card beside it.
 
 Why ONNX: the student then runs wherever onnxruntime does (no PyTorch). Why self-describing:
 everything `streampose predict --onnx` and `eval --onnx` need besides pixels (the skeleton, the
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -33,11 +35,14 @@ from torch import nn
 
 from streampose.errors import StreamPoseError
 from streampose.files import atomic_write
+from streampose.model.card import model_card, write_model_card
 from streampose.model.checkpoint import load_checkpoint, student_from
 from streampose.model.preprocess import IMAGE_MEAN, IMAGE_STD
+from streampose.model.student import Student
 from streampose.poses.skeletons import get_skeleton
 
 FORMAT = "streampose-student-onnx/1"
+SAFETENSORS_FORMAT = "streampose-student-safetensors/1"
 OPSET = 17
 INPUT = "image"
 OUTPUTS = ("joints3d", "joints2d", "vis_logits")
@@ -154,3 +159,57 @@ def read_metadata(path: str | Path | bytes) -> dict[str, str]:
     except Exception as e:
         raise StreamPoseError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})") from None
     return {p.key: p.value for p in proto.metadata_props}
+
+
+def export_safetensors(checkpoint: str | Path | dict, path: str | Path) -> Path:
+    """Write the student's weights to `path` as safetensors (data only, never code), atomically, with
+    the ONNX file's metadata; `load_safetensors` rebuilds the student from it."""
+    from safetensors.torch import save
+
+    ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+    metadata = onnx_metadata(ckpt) | {"streampose.format": SAFETENSORS_FORMAT}
+    metadata["input"] = metadata["input"].removeprefix(f"{INPUT}: ")
+    tensors = {k: v.detach().contiguous() for k, v in student_from(ckpt).state_dict().items()}
+    data = save(tensors, metadata=metadata)
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def load_safetensors(path: str | Path) -> tuple[Student, dict[str, str]]:
+    """The student in a `--safetensors` export, in eval mode on CPU, and the file's metadata."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            weights = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    except Exception as e:
+        raise StreamPoseError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
+    if metadata.get("streampose.format") != SAFETENSORS_FORMAT:
+        raise StreamPoseError(f"{path}: not a stream-pose student (no {SAFETENSORS_FORMAT} metadata)")
+    model = Student.from_config(json.loads(metadata["student"]))
+    model.load_state_dict(weights)
+    return model.eval(), metadata
+
+
+def export(
+    checkpoint: str | Path,
+    onnx_path: str | Path | None,
+    safetensors_path: str | Path | None,
+    expect_skeleton: str | None = None,
+) -> list[Path]:
+    """The exports asked for, then the model card beside the first (`<stem>.card.md` and `.card.json`,
+    from the checkpoint and its run folder); the paths written."""
+    if onnx_path is None and safetensors_path is None:
+        raise StreamPoseError("nothing to do: give --onnx student.onnx and/or --safetensors student.safetensors")
+    ckpt = load_checkpoint(checkpoint)
+    if expect_skeleton and ckpt["skeleton"] != expect_skeleton:
+        raise StreamPoseError(f"{checkpoint}: its student predicts skeleton {ckpt['skeleton']}, not {expect_skeleton}")
+    written = {}
+    if onnx_path is not None:
+        written["onnx"] = export_onnx(ckpt, onnx_path)
+    if safetensors_path is not None:
+        written["safetensors"] = export_safetensors(ckpt, safetensors_path)
+    first = next(iter(written.values()))
+    files = {kind: os.path.relpath(path, first.parent) for kind, path in written.items()}
+    card = model_card(ckpt, Path(checkpoint).parent, files)
+    return [*written.values(), *write_model_card(card, first.parent, first.stem)]

@@ -93,6 +93,17 @@ def _local_specs(spec: str) -> list[str]:
     raise SourceError(f"{spec}: no such file or folder, not an http(s) URL, and not a pexels:/commons: search")
 
 
+def local_files(specs: Iterable[str]) -> list[str] | None:
+    """The fixed list of local video files `specs` name (folders and @lists expanded), or None when
+    any spec is a search or a URL (their videos are not known before they are fetched)."""
+    files = []
+    for spec in _flatten(specs):
+        if _search_spec(spec) is not None or _is_url(spec):
+            return None
+        files += _local_specs(spec)
+    return files
+
+
 def local_ref(spec: str) -> VideoRef:
     """The ref of one file path or URL."""
     if _is_url(spec):

@@ -11,6 +11,7 @@ import io
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import av
 import numpy as np
@@ -36,11 +37,11 @@ class VideoInfo:
     codec: str
 
 
-def _open(data: bytes, source: str) -> av.container.InputContainer:
-    if len(data) == 0:
+def _open(data: bytes | Path, source: str) -> av.container.InputContainer:
+    if isinstance(data, bytes) and len(data) == 0:
         raise DecodeError(f"{source}: empty input (0 bytes), not a video")
     try:
-        container = av.open(io.BytesIO(data), mode="r")
+        container = av.open(io.BytesIO(data) if isinstance(data, bytes) else str(data), mode="r")
     except av.error.FFmpegError as e:
         raise DecodeError(f"{source}: not a readable video ({_reason(e)})") from None
     if not container.streams.video:
@@ -53,8 +54,9 @@ def _reason(e: Exception) -> str:
     return getattr(e, "strerror", None) or str(e)
 
 
-def probe(data: bytes, source: str = "<bytes>") -> VideoInfo:
-    """Read the stream header without decoding frames."""
+def probe(data: bytes | Path, source: str = "<bytes>") -> VideoInfo:
+    """Read the stream header without decoding frames: of video bytes, or of a local file (only its
+    header is read, e.g. to size a progress bar before the video is loaded)."""
     with _open(data, source) as container:
         s = container.streams.video[0]
         rate = s.average_rate or s.guessed_rate or 0

@@ -15,13 +15,15 @@ import queue
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 from streampose.errors import SourceError, StreamPoseError
 from streampose.poses.labels import FrameLabels
 from streampose.sources import Video, VideoRef, fetch, refs
 from streampose.sources.base import MAX_VIDEO_MB
-from streampose.stream.decode import Frame, decode_frames
+from streampose.sources.refs import local_files
+from streampose.stream.decode import Frame, decode_frames, probe
 from streampose.teachers import Teacher
 
 #: Bad-input policy: called with the error and the ref (fetch failed) or video (decode failed).
@@ -82,14 +84,42 @@ def frames(
     max_frames: int | None = None,
     max_side: int | None = None,
     handler: Handler = raise_named_skip_searched,
+    max_videos: int | None = None,
 ) -> Iterator[tuple[Video, Frame]]:
-    """Decode each video in turn; a video that fails part-way keeps the frames it gave."""
+    """Decode each video in turn; a video that fails part-way keeps the frames it gave.
+
+    `max_videos` counts videos that gave frames, so a broken upload skipped by `handler` does
+    not use up a place; no video is fetched past the last one needed.
+    """
+    used = 0
     for video in videos:
+        gave = False
         try:
             for frame in decode_frames(video.data, video.id, stride=stride, max_frames=max_frames, max_side=max_side):
+                gave = True
                 yield video, frame
         except StreamPoseError as e:
             handler(e, video)
+        used += gave
+        if max_videos is not None and used >= max_videos:
+            return
+
+
+def frame_total(
+    specs: Iterable[str], *, stride: int = 1, max_frames: int | None = None, max_videos: int | None = None
+) -> int | None:
+    """The frames `frames(videos(refs(specs)), stride=..., max_frames=...)` will yield, from the frame
+    counts the containers declare, for a progress bar's total and ETA; None when unbounded or unknown
+    (a search, a URL, a container that declares no count, a file that does not open)."""
+    try:
+        files = local_files(specs)
+        declared = [probe(Path(f), f).frames for f in files[:max_videos]] if files is not None else [0]
+    except StreamPoseError:
+        return None  # the command itself reports it, with its own policy
+    if not declared or min(declared) <= 0:
+        return None
+    kept = (-(-n // stride) for n in declared)  # frames 0, stride, 2 * stride, ...
+    return sum(min(k, max_frames) if max_frames is not None else k for k in kept)
 
 
 def count_frames(

@@ -1,8 +1,8 @@
 """Apple CoMotion, an optional multi-person teacher (github.com/apple/ml-comotion).
 
 Why it is optional: CoMotion is not on PyPI, its weights and the SMPL body model it needs must
-be fetched by hand (the SMPL model only after registering), and it is a GPU teacher: about
-20 s per frame on a 2-core CPU. Its licences are also narrower than MediaPipe's: code under the
+be fetched by hand (the SMPL model only after registering), and it is a GPU teacher: tens of
+seconds per frame on a 2-core CPU (README). Its licences are also narrower than MediaPipe's: code under the
 Apple Sample Code License, weights under the Apple ML Research Model License (non-commercial
 research only, derivatives included, so a student trained on its labels inherits that), SMPL
 non-commercial with no redistribution. See README, "CoMotion teacher (optional)".
@@ -47,7 +47,7 @@ from streampose.teachers.comotion_install import (
 SKELETON = get_skeleton("comotion27")
 
 CPU_WARNING = (
-    "the comotion teacher is running on the CPU: expect ~20 s per frame (measured on 2 cores); "
+    "the comotion teacher is running on the CPU: expect 30 s or more per frame (30-105 s measured on 2 cores); "
     "use a CUDA GPU or Apple Silicon"
 )
 
@@ -241,12 +241,16 @@ def tracks_to_persons(
 class CoMotionTeacher:
     """CoMotion as a stream-pose teacher: several tracked people per frame, 27 joints each.
 
-    Frames stay in memory: each goes to `CoMotion.forward` as a CHW uint8 tensor on the model's
-    device, with the 2x3 intrinsics K. `focal` replaces the default focal length (2 * max(H, W));
-    `intrinsics`, a 3x3 or 2x3 camera matrix in OpenCV's pixel convention, replaces K entirely
-    and is then used for every video, so give it only when all frames come from that camera at
-    that resolution. `model` takes a ready CoMotion instance (or anything with its `init_tracks`
-    and `forward`), which skips the install checks; the tests use it.
+    Frames stay in memory: each goes to `CoMotion.forward` as a CHW uint8 tensor on the CPU, with
+    the 2x3 intrinsics K also on the CPU, as CoMotion's own demo passes them whatever the model's
+    device: `forward` normalises the full frame against CPU tensors and moves only the 512x512
+    crop (and K) to the model's device, so a frame already on CUDA fails there.
+
+    `focal` replaces the default focal length (2 * max(H, W)); `intrinsics`, a 3x3 or 2x3 camera
+    matrix in OpenCV's pixel convention, replaces K entirely and is then used for every video, so
+    give it only when all frames come from that camera at that resolution. `model` takes a ready
+    CoMotion instance (or anything with its `init_tracks` and `forward`), which skips the install
+    checks; the tests use it.
     """
 
     name = "comotion"
@@ -304,7 +308,7 @@ class CoMotionTeacher:
             raise RuntimeError("the comotion teacher is closed")
         self._size = (int(size[0]), int(size[1]))
         self._K = self.intrinsics_for(self._size)
-        self._K_tensor = torch.tensor(self._K, dtype=torch.float32, device=self._device)
+        self._K_tensor = torch.tensor(self._K, dtype=torch.float32)  # on the CPU: see the class docstring
         self._ages = {}  # ids restart at 1 in every video
         self._model.init_tracks(self._size)
         if self._fresh_shot_detector is not None:
@@ -322,7 +326,7 @@ class CoMotionTeacher:
             raise ValueError(f"frame size {frame.shape[:2]} differs from the video's {self._size}")
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"frame must be (H, W, 3) uint8 RGB, got {frame.shape} {frame.dtype}")
-        image = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).contiguous().to(self._device)
+        image = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).contiguous()  # stays on the CPU
         detections, tracks = self._model(image, self._K_tensor, use_mps=self._use_mps)
         self._ages = advance_ages(self._ages, live_track_ids(tracks))
         return tracks_to_persons(

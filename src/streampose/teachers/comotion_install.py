@@ -31,7 +31,11 @@ PACKAGE_FILES = ("models/comotion.py", "data/smpl/extra_smpl_reference.pt")
 CHUMPY_REQUIREMENT = "chumpy @ git+https://github.com/mattloper/chumpy@9b045ff5d6588a24a0bab52c83f032e2ba433e17"
 SCENEDETECT_BELOW = (0, 7)
 
-CLONE_STEP = "git clone https://github.com/apple/ml-comotion && cd ml-comotion && pip install -e ."
+# A plain `pip install -e .` would replace stream-pose's torch with the torch==2.5.1 CoMotion pins.
+CLONE_STEP = (
+    "`make comotion` in the stream-pose checkout, or `git clone https://github.com/apple/ml-comotion && "
+    "cd ml-comotion && pip install -e . --no-deps` and the dependencies the README lists"
+)
 SEE_README = "(README, 'CoMotion teacher (optional)')"
 
 
@@ -54,7 +58,7 @@ def find_comotion_package(search_path: Sequence[str | Path] | None = None) -> Pa
     if spec is None:
         raise TeacherUnavailable(
             f"the comotion teacher needs Apple's CoMotion (Python package `comotion_demo`), which is not "
-            f"installed: `{CLONE_STEP}` {SEE_README}"
+            f"installed: {CLONE_STEP} {SEE_README}"
         )
     locations = [Path(p) for p in (spec.submodule_search_locations or [])]
     for folder in locations:
@@ -64,7 +68,7 @@ def find_comotion_package(search_path: Sequence[str | Path] | None = None) -> Pa
     missing = [f for f in PACKAGE_FILES if not any((p / f).is_file() for p in locations)]
     raise TeacherUnavailable(
         f"`comotion_demo` at {where} is not a complete ml-comotion package (no {', '.join(missing)}): "
-        f"`{CLONE_STEP}` {SEE_README}"
+        f"{CLONE_STEP} {SEE_README}"
     )
 
 
@@ -93,7 +97,8 @@ def check_chumpy(search_path: Sequence[str | Path] | None = None) -> None:
     if _spec("chumpy", search_path) is None:
         raise TeacherUnavailable(
             f"chumpy is not installed (CoMotion needs it to read SMPL_NEUTRAL.pkl): "
-            f"pip install '{CHUMPY_REQUIREMENT}' (the commit ml-comotion pins) {SEE_README}"
+            f"`make comotion`, or pip install --no-build-isolation --no-deps '{CHUMPY_REQUIREMENT}' (the commit "
+            f"ml-comotion pins; its setup.py imports pip) {SEE_README}"
         )
 
 
@@ -140,8 +145,8 @@ def import_comotion() -> type:
         # is missing or does not fit this torch/numpy.
         detail = " ".join(f"{type(e).__name__}: {e}".split())
         raise TeacherUnavailable(
-            f"CoMotion is installed but does not import ({detail}); install its dependencies with "
-            f"`pip install -e .` in the ml-comotion clone {SEE_README}"
+            f"CoMotion is installed but does not import ({detail}); install its dependencies as "
+            f"`make comotion` does {SEE_README}"
         ) from None
     return CoMotion
 
@@ -157,7 +162,7 @@ class DevicePlan:
     device: str  # where the model's parameters and inputs live
     use_mps: bool  # CoMotion.forward(use_mps=True): the refinement step runs on MPS
     use_coreml: bool  # CoMotion(use_coreml=True): detection runs through CoreML (macOS only)
-    slow: bool  # the whole model on the CPU (~20 s per frame)
+    slow: bool  # the whole model on the CPU (tens of seconds per frame)
 
 
 def plan_device(requested: str, *, cuda: bool, mps: bool, macos: bool, coreml: bool) -> DevicePlan:

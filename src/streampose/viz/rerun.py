@@ -14,6 +14,9 @@ clears the persons of the frame before, so a person who left is not drawn on.
 from __future__ import annotations
 
 import colorsys
+import os
+import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -38,6 +41,20 @@ def import_rerun() -> ModuleType:
     return rerun
 
 
+def _find_viewer() -> None:
+    """Put the `rerun` viewer on PATH for rerun-sdk's spawn, which looks for it only there: the
+    environment's own bin folder is tried when it is not activated (`.venv/bin/streampose ...`)."""
+    if shutil.which("rerun"):
+        return
+    bin_dir = Path(sys.executable).parent
+    if not shutil.which("rerun", path=str(bin_dir)):
+        raise StreamPoseError(
+            "--rerun without a file spawns the `rerun` viewer, which is not on PATH: activate the environment "
+            "rerun-sdk is installed in, or write a recording (--rerun out.rrd) and open it with `rerun out.rrd`"
+        )
+    os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
 def track_colour(track_id: int) -> tuple[int, int, int]:
     """A stable, well-separated colour per track id (golden-ratio hues)."""
     r, g, b = colorsys.hsv_to_rgb((track_id * 0.618033988749895) % 1.0, 0.75, 0.95)
@@ -53,14 +70,19 @@ class RerunLog:
     def __init__(self, skeleton: Skeleton, path: str | Path | None, *, app: str = "streampose") -> None:
         self.rr = rr = import_rerun()
         self.skeleton = skeleton
+        if path is None:
+            _find_viewer()
         self.recording = rr.new_recording(app, spawn=path is None)
         if path is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.recording.save(str(path))
         joints = [rr.AnnotationInfo(id=i, label=name) for i, name in enumerate(skeleton.joints)]
+        # Class 0 joins the joints (3D: every joint is logged); class 1 only names them (2D: only visible
+        # joints are logged, and a connection to a joint left out would be an unresolved-keypoint warning).
         context = rr.AnnotationContext(
             [rr.ClassDescription(info=rr.AnnotationInfo(id=0, label=skeleton.name), keypoint_annotations=joints,
-                                 keypoint_connections=list(skeleton.bones))]
+                                 keypoint_connections=list(skeleton.bones)),
+             rr.ClassDescription(info=rr.AnnotationInfo(id=1, label=skeleton.name), keypoint_annotations=joints)]
         )  # fmt: skip
         self.recording.log("/", context, static=True)
         # stream-pose's 3D axes: x right, y down, z forward (poses/labels.py).
@@ -84,8 +106,11 @@ class RerunLog:
             shown = person.visibility >= 0.5
             rec.log(
                 f"video/person/{track}",
-                rr.Points2D(person.joints2d[shown], keypoint_ids=ids[shown], class_ids=0, colors=colour, radii=3),
-            )
+                rr.Points2D(person.joints2d[shown], keypoint_ids=ids[shown], class_ids=1, colors=colour, radii=3,
+                            show_labels=False),
+            )  # fmt: skip
+            bones = [person.joints2d[[a, b]] for a, b in self.skeleton.bones if shown[a] and shown[b]]
+            rec.log(f"video/person/{track}/bones", rr.LineStrips2D(bones, colors=colour, radii=1.5))
             rec.log(
                 f"video/person/{track}/box",
                 rr.Boxes2D(array=person.box, array_format=rr.Box2DFormat.XYXY, colors=colour, labels=f"#{track}"),
@@ -95,9 +120,19 @@ class RerunLog:
             rec.log(f"world/person/{track}", rr.Transform3D(translation=[x, 0.0, 0.0]))
             rec.log(
                 f"world/person/{track}/joints",
-                rr.Points3D(person.joints3d, keypoint_ids=ids, class_ids=0, colors=colour, radii=0.02),
+                rr.Points3D(
+                    person.joints3d, keypoint_ids=ids, class_ids=0, colors=colour, radii=0.02, show_labels=False
+                ),
             )
 
     def close(self) -> None:
         self.recording.flush(blocking=True)
         self.recording.disconnect()
+
+
+def recording(skeleton: Skeleton, target: str | Path | None) -> RerunLog | None:
+    """`--rerun`'s recording: none when not asked for, a spawned viewer for "" (the flag without a
+    file), else the file."""
+    if target is None:
+        return None
+    return RerunLog(skeleton, target or None)
