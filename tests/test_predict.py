@@ -115,8 +115,9 @@ def test_onnx_matches_torch_on_real_crops_at_any_batch(labelled_clip, checkpoint
 
 @pytest.mark.slow
 def test_a_checkpoint_runs_in_the_fastest_installed_backend(labelled_clip, checkpoint, onnx_model):
-    """onnxruntime is installed here: a checkpoint runs there, exported in memory, exactly as its
-    exported file does; `backend="torch"` still runs PyTorch."""
+    """onnxruntime is installed here: a checkpoint run one crop at a time (predict) runs there,
+    exported in memory, exactly as its exported file does; batches (eval) and `backend="torch"` run
+    PyTorch."""
     _, _, samples = labelled_clip
     batch = np.stack([s.image for s in samples[:8]])
     auto = open_backend(checkpoint=checkpoint)
@@ -126,6 +127,7 @@ def test_a_checkpoint_runs_in_the_fastest_installed_backend(labelled_clip, check
     for key, value in auto(batch).items():
         assert np.array_equal(value, from_file[key]), key
     assert open_backend(checkpoint=checkpoint, backend="torch").name == "torch"
+    assert open_backend(checkpoint=checkpoint, batch=32).name == "torch"
     with pytest.raises(StreamPoseError, match="unknown backend"):
         open_backend(checkpoint=checkpoint, backend="tensorrt")
 

@@ -142,11 +142,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from streampose.engine.evaluate import evaluate, summary_line
+    from streampose.engine.evaluate import EVAL_BATCH, evaluate, summary_line
     from streampose.model.backends import open_backend
 
     require_pexels_permission(args.sources, args.pexels_permission)
-    backend = open_backend(checkpoint=args.checkpoint, onnx=args.onnx, device=args.device, backend=args.backend)
+    backend = open_backend(
+        checkpoint=args.checkpoint, onnx=args.onnx, device=args.device, backend=args.backend, batch=EVAL_BATCH
+    )
     with progress(total=frame_total(args), unit="frame", desc="eval") as bar:
         result = evaluate(
             backend,

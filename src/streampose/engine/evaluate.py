@@ -24,6 +24,9 @@ from streampose.stream import stages
 from streampose.stream.crops import person_crops
 from streampose.teachers import get_teacher, teacher_class
 
+#: Crops per student call: `eval` picks its backend for batches this big (`backends.fastest_backend`).
+EVAL_BATCH = 64
+
 
 def evaluate(
     backend: Backend,
@@ -33,7 +36,7 @@ def evaluate(
     stride: int = 1,
     max_frames: int | None = None,
     max_side: int | None = 720,
-    batch_size: int = 64,
+    batch_size: int = EVAL_BATCH,
     keep_examples: int = 0,
     on_frame: Callable[[int], object] | None = None,
 ) -> dict:

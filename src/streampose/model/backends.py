@@ -2,9 +2,10 @@
 
 `evaluate` and `predict` both run the student through a `Backend`, so every command takes
 ``--checkpoint`` or ``--onnx`` alike and gets the same numbers from either. A checkpoint runs in
-the fastest backend installed (`open_backend`'s ``backend="auto"``): on a CPU with onnxruntime
-that is its student exported in memory (`export.onnx_bytes`), 1.3-6x torch's crops/s here
-(README, "Benchmarks", P4). Both backends take
+the fastest backend installed for the batches it will get (`open_backend`'s ``backend="auto"``,
+`fastest_backend`): one crop at a time (`predict`) on a CPU with onnxruntime, its student
+exported in memory (`export.onnx_bytes`); batches (`eval`) in torch's preferred layout and
+precision (README, "Benchmarks", P4). Both backends take
 uint8 crops and share one preprocessing (`preprocess.normalize_images`); `TorchBackend` runs in
 the layout and precision `preprocess.prepare_model` picks, `OnnxBackend` in float32.
 """
@@ -25,7 +26,14 @@ from streampose.model.checkpoint import load_checkpoint, student_from
 from streampose.model.export import FORMAT as ONNX_FORMAT
 from streampose.model.export import INPUT as ONNX_INPUT
 from streampose.model.export import OUTPUTS, onnx_bytes, read_metadata
-from streampose.model.preprocess import IMAGE_MEAN, IMAGE_STD, fold_batchnorm, normalize_images, prepare_model
+from streampose.model.preprocess import (
+    CPU_AMP_MIN_BATCH,
+    IMAGE_MEAN,
+    IMAGE_STD,
+    fold_batchnorm,
+    normalize_images,
+    prepare_model,
+)
 from streampose.poses.skeletons import Skeleton, get_skeleton
 
 
@@ -189,9 +197,11 @@ def open_backend(
     expect_skeleton: str | None = None,
     threads: int | None = None,
     backend: str = "auto",
+    batch: int = 1,
 ) -> Backend:
     """The onnxruntime backend for an ONNX file; for a checkpoint (exactly one of the two) the
-    `backend` named, ``torch`` or ``onnxruntime``, or with ``auto`` the fastest installed (`fastest_backend`).
+    `backend` named, ``torch`` or ``onnxruntime``, or with ``auto`` the fastest installed for
+    batches of `batch` crops (`fastest_backend`).
 
     `device` may be ``"auto"`` (`pick_device`). `threads`: CPU threads for inference (None: the
     library's default, all cores).
@@ -203,16 +213,20 @@ def open_backend(
     device = pick_device(device)
     if onnx is not None:
         return OnnxBackend(onnx, device=device, expect_skeleton=expect_skeleton, threads=threads)
-    if (fastest_backend(device) if backend == "auto" else backend) == "onnxruntime":
+    if (fastest_backend(device, batch) if backend == "auto" else backend) == "onnxruntime":
         ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
         return OnnxBackend(onnx_bytes(ckpt), device=device, expect_skeleton=expect_skeleton, threads=threads)
     return TorchBackend(checkpoint, device=device, expect_skeleton=expect_skeleton, threads=threads)
 
 
-def fastest_backend(device: torch.device) -> str:
-    """onnxruntime on a CPU when it is installed (faster at every batch measured, P4); torch
-    elsewhere (on a GPU the two were not compared)."""
-    if device.type != "cpu":
+def fastest_backend(device: torch.device, batch: int) -> str:
+    """onnxruntime for batches under `CPU_AMP_MIN_BATCH` on a CPU when it is installed; torch otherwise.
+
+    Measured with `small` at 128 px on this project's 2-core AMD EPYC (benchmarks P4, quiet):
+    batch 1, onnxruntime 1,011 crops/s against torch's 318; batch 32, torch channels_last + bf16
+    2,094 against onnxruntime's 1,270. On a GPU the two were not compared: torch.
+    """
+    if device.type != "cpu" or batch >= CPU_AMP_MIN_BATCH:
         return "torch"
     try:
         import onnxruntime  # noqa: F401
