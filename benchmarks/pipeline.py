@@ -171,8 +171,9 @@ def section_p1(b: Budget) -> dict:
     """Labelled frames/s through the real ProducerPool / the teacher alone on the same decoded frames.
 
     Also times decoding alone and cropping alone, so a missed goal says which stage the time
-    went to: one producer runs its stages one after another in one thread, so its frame time
-    is roughly decode + teacher + crops unless FFmpeg's own threads decode ahead.
+    went to. A producer decodes ahead in a thread of its own (`stages.prefetch`), so its frame
+    time approaches max(decode, teacher) + crops; `serial_prediction_ratio` is what running the
+    stages one after another would give.
     """
     from streampose import sources
     from streampose.poses.labels import FrameLabels
