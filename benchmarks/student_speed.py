@@ -31,6 +31,7 @@ MODES = {
     "cl+bf16": (True, "bfloat16"),
     "bf16": (False, "bfloat16"),  # not in the default grid: NCHW bf16 was much slower before
     "cl+fp16": (True, "float16"),  # CUDA without bf16 (what preferred_layout picks there)
+    "ort": (False, None),  # inference only: the student exported in memory, in onnxruntime (`OnnxBackend`)
 }
 DEFAULT_MODES = ("fp32", "cl", "cl+bf16")
 
@@ -45,6 +46,8 @@ def _child(spec: dict) -> dict:
 
     from streampose.model.student import build_student, count_parameters
 
+    if spec["mode"] == "ort":
+        return _child_ort(spec)
     torch.manual_seed(0)
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
@@ -99,6 +102,38 @@ def _child(spec: dict) -> dict:
         "cpu_util": round(statistics.median(timing.cores), 2),  # cores this process actually got
         "steps_per_repeat": timing.units_per_repeat // b,
         "threads": torch.get_num_threads(),
+        "load": os.getloadavg()[0],
+    }
+
+
+def _child_ort(spec: dict) -> dict:
+    """Inference as `eval` and `predict` run a checkpoint when onnxruntime is installed: uint8
+    crops in (normalisation included), numpy out, through `OnnxBackend` on the exported student."""
+    import numpy as np
+    import torch
+
+    from streampose.model.backends import OnnxBackend
+    from streampose.model.export import onnx_bytes
+    from streampose.model.student import build_student, count_parameters
+
+    torch.manual_seed(0)
+    b, s, j = spec["batch"], spec["crop"], spec["joints"]
+    model = build_student(spec["size"], j, s)
+    ckpt = {"model": model.state_dict(), "skeleton": "blazepose33", "student": model.config_dict()}
+    backend = OnnxBackend(onnx_bytes(ckpt), device=spec.get("device", "cpu"), threads=spec["threads"] or None)
+    crops = np.random.default_rng(0).integers(0, 256, (b, s, s, 3), dtype=np.uint8)
+    timing = timed_repeats(
+        lambda: backend(crops), units_per_step=b, warmup_s=spec["warmup_s"], repeat_s=spec["repeat_s"],
+        repeats=spec["repeats"],
+    )  # fmt: skip
+    return {
+        **spec,
+        "params": count_parameters(model),
+        "median": timing.median,
+        "rates": [round(r, 1) for r in timing.rates],
+        "cpu_util": round(statistics.median(timing.cores), 2),
+        "steps_per_repeat": timing.units_per_repeat // b,
+        "threads": backend.session.get_session_options().intra_op_num_threads,
         "load": os.getloadavg()[0],
     }
 

@@ -19,7 +19,8 @@ from streampose import sources
 from streampose.cli import main
 from streampose.engine.predict import parse_box
 from streampose.engine.tracking import Tracker, TrackerConfig
-from streampose.model.backends import OnnxBackend, TorchBackend, crops_per_second
+from streampose.errors import StreamPoseError
+from streampose.model.backends import OnnxBackend, TorchBackend, crops_per_second, open_backend
 from streampose.model.checkpoint import load_checkpoint, save_checkpoint
 from streampose.model.export import export_onnx, read_metadata
 from streampose.model.preprocess import CPU_AMP_MIN_BATCH
@@ -105,6 +106,24 @@ def test_onnx_matches_torch_on_real_crops_at_any_batch(labelled_clip, checkpoint
 
 
 @pytest.mark.slow
+def test_a_checkpoint_runs_in_the_fastest_installed_backend(labelled_clip, checkpoint, onnx_model):
+    """onnxruntime is installed here: a checkpoint run one crop at a time (predict) runs there,
+    exported in memory, exactly as its exported file does; batches (eval) and `backend="torch"` run
+    PyTorch."""
+    _, _, samples = labelled_clip
+    batch = np.stack([s.image for s in samples[:8]])
+    auto = open_backend(checkpoint=checkpoint)
+    assert auto.name == "onnxruntime" and auto.skeleton.name == SKELETON.name and auto.crop_size == CROP
+    assert auto.mean_pose is not None and auto.teacher
+    from_file = OnnxBackend(onnx_model)(batch)
+    for key, value in auto(batch).items():
+        assert np.array_equal(value, from_file[key]), key
+    assert open_backend(checkpoint=checkpoint, backend="torch").name == "torch"
+    assert open_backend(checkpoint=checkpoint, batch=32).name == "torch"
+    with pytest.raises(StreamPoseError, match="unknown backend"):
+        open_backend(checkpoint=checkpoint, backend="tensorrt")
+
+
 def test_export_metadata_round_trips(checkpoint, onnx_model):
     ckpt = load_checkpoint(checkpoint)
     onnx.checker.check_model(onnx.load(str(onnx_model)), full_check=True)
@@ -128,7 +147,9 @@ def test_eval_gives_the_same_metrics_from_the_checkpoint_and_its_onnx_export(cli
     held_out = str(clip("pose2sim-single-cam02"))
     results = {}
     for flag, model in (("--checkpoint", checkpoint), ("--onnx", onnx_model)):
-        assert main(["eval", held_out, flag, str(model), "--stride", "4", "--max-side", str(MAX_SIDE), "--json"]) == 0
+        backend = ["--backend", "torch"] if flag == "--checkpoint" else []
+        args = ["eval", held_out, flag, str(model), *backend, "--stride", "4", "--max-side", str(MAX_SIDE), "--json"]
+        assert main(args) == 0
         results[flag] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     torch_result, onnx_result = results["--checkpoint"], results["--onnx"]
     assert torch_result["backend"] == "torch" and onnx_result["backend"] == "onnxruntime"
@@ -149,7 +170,8 @@ def test_predict_tracks_the_person_through_a_real_clip(
     labelled_clip, checkpoint, onnx_model, backend, tmp_path, capsys
 ):
     path, boxes, _ = labelled_clip
-    model = ["--checkpoint", str(checkpoint)] if backend == "torch" else ["--onnx", str(onnx_model)]
+    torch_model = ["--checkpoint", str(checkpoint), "--backend", "torch"]
+    model = torch_model if backend == "torch" else ["--onnx", str(onnx_model)]
     out, poses = tmp_path / "overlay.mp4", tmp_path / "poses.jsonl"
     args = ["predict", str(path), *model, "--render", str(out), "--poses", str(poses), "--max-side", str(MAX_SIDE)]
     assert main([*args, "--json"]) == 0

@@ -8,16 +8,18 @@ import subprocess
 import sys
 import textwrap
 import threading
+from functools import partial
 from pathlib import Path
 
 import pytest
 
-from streampose.errors import ProducerError
+from streampose.errors import ProducerError, StreamPoseError
 from streampose.sources import refs
+from streampose.sources.provenance import PendingEntries
 from streampose.stream.augment import AugmentConfig
 from streampose.stream.buffer import RingBuffer
 from streampose.stream.loader import BatchLoader
-from streampose.stream.producers import ProducerConfig, ProducerPool
+from streampose.stream.producers import ProducerConfig, ProducerPool, auto_producers, producer_count
 from streampose.teachers import get_teacher
 from streampose.teachers.mediapipe import MediaPipeTeacher
 
@@ -72,10 +74,12 @@ class _FailingTeacher:
 
 
 @pytest.mark.slow
-def test_a_failing_producer_makes_the_consumer_raise(clip):
+@pytest.mark.parametrize("processes", [False, True])
+def test_a_failing_producer_makes_the_consumer_raise(clip, processes):
     buffer = make_buffer(min_fill=10_000)  # the consumer would otherwise wait forever
     config = ProducerConfig(stride=1, max_frames=40, max_side=480, crop_size=96)
-    pool = ProducerPool(refs([str(clip("sports2d"))], loop=True), buffer, lambda: _FailingTeacher(16), config).start()
+    stream = refs([str(clip("sports2d"))], loop=True)
+    pool = ProducerPool(stream, buffer, partial(_FailingTeacher, 16), config, processes=processes).start()
     loader = BatchLoader(buffer, 4, SKELETON.flip, AugmentConfig())
     with pytest.raises(ProducerError, match="simulated CUDA error"):
         loader.next()
@@ -95,6 +99,46 @@ def test_stop_joins_endless_producers(clip):
     pool.stop(timeout=30)
     assert not pool.alive
     assert threading.active_count() < before
+
+
+@pytest.mark.slow
+def test_producer_processes_fill_the_buffer_record_videos_and_skip_a_corrupt_one(clip, tmp_path, capfd):
+    bad = tmp_path / "corrupt.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(5000))
+    specs = [str(clip("pose2sim-single-cam01")), str(bad), str(clip("sports2d"))]
+    buffer = make_buffer(min_fill=1)
+    recorded = PendingEntries()
+    teacher = partial(get_teacher, "mediapipe")
+    pool = ProducerPool(refs(specs), buffer, teacher, CONFIG, workers=2, provenance=recorded, processes=True).start()
+    batch = buffer.sample(8, timeout=120)
+    while pool.alive:
+        pool._threads[0].join(0.5)
+    pool.stop()
+    assert "corrupt.mp4" in capfd.readouterr().err, "the child's warning reaches stderr"
+    stats = buffer.stats()
+    assert buffer.closed, "exhausted sources close the buffer"
+    assert 20 <= stats["inserted"] <= 30, stats
+    assert len(pool.used_videos) == 2 and not any("corrupt" in v for v in pool.used_videos)
+    entries = recorded.drain()
+    assert sorted(e["frames"] for e in entries) == [15, 15]
+    assert all(e["bytes"] > 100_000 for e in entries), entries
+    assert batch["image"].shape == (8, 96, 96, 3) and batch["image"].std() > 10
+
+
+@pytest.mark.slow
+def test_stop_ends_endless_producer_processes_and_records_their_videos(clip):
+    buffer = make_buffer()
+    recorded = PendingEntries()
+    config = ProducerConfig(stride=2, max_side=480, crop_size=96)
+    stream = refs([str(clip("sports2d"))], loop=True)
+    pool = ProducerPool(stream, buffer, partial(get_teacher, "mediapipe"), config, 2, recorded, processes=True)
+    pool.start()
+    buffer.sample(2, timeout=120)
+    children = [c.process for c in pool._children]
+    pool.stop(timeout=30)
+    assert not pool.alive and len(children) == 2
+    assert not any(p.is_alive() for p in children)
+    assert recorded.drain(), "the videos in progress at the stop are recorded"
 
 
 AUDIT_SCRIPT = textwrap.dedent(
@@ -196,3 +240,14 @@ def test_audit_catches_a_write(tmp_path):
         env=with_tests_on_path(), capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert "leak.mp4" in result.stdout
+
+
+def test_producer_count_follows_the_cores_the_trainer_leaves_free():
+    assert auto_producers("cpu", cores=2) == 1 and auto_producers("cpu", cores=16) == 8
+    assert auto_producers("cuda", cores=2) == 1 and auto_producers("cuda:1", cores=16) == 15
+    assert auto_producers("cpu", cores=1) == auto_producers("cuda", cores=1) == 1
+    assert producer_count("3", "cpu") == 3 and producer_count(2, "cuda") == 2
+    assert producer_count("auto", "cpu") == auto_producers("cpu")
+    for bad in ("0", "two", -1):
+        with pytest.raises(StreamPoseError, match="--producers"):
+            producer_count(bad, "cpu")

@@ -153,11 +153,13 @@ def cmd_experiment(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from streampose.engine.evaluate import evaluate, summary_line
+    from streampose.engine.evaluate import EVAL_BATCH, evaluate, summary_line
     from streampose.model.backends import open_backend
 
     require_pexels_permission(args.sources, args.pexels_permission)
-    backend = open_backend(checkpoint=args.checkpoint, onnx=args.onnx, device=args.device)
+    backend = open_backend(
+        checkpoint=args.checkpoint, onnx=args.onnx, device=args.device, backend=args.backend, batch=EVAL_BATCH
+    )
     with progress(total=frame_total(args), unit="frame", desc="eval") as bar:
         result = evaluate(
             backend,
@@ -184,6 +186,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     backend = open_backend(
         checkpoint=args.checkpoint, onnx=args.onnx, device=args.device, expect_skeleton=args.skeleton,
         threads=args.threads,
+        backend=args.backend,
     )  # fmt: skip
     with progress(total=stages.frame_total([args.video]), unit="frame", desc="predict") as bar:
         result = predict_video(
@@ -241,7 +244,8 @@ def add_train_parser(sub, defaults: dict, name: str = "train", about: str = "tra
     config_option(p, "--threads", int, help="torch CPU threads")
     config_option(p, "--max-frames", int, help="per video and pass")
     config_option(p, "--dist-timeout", help="seconds a rank waits for the others (torchrun)")
-    for flag in ("--steps", "--batch-size", "--lr", "--warmup", "--crop-size", "--buffer-gb", "--producers", "--seed"):
+    config_option(p, "--producers", help="producer count, or auto: from the cores and the trainer's device")
+    for flag in ("--steps", "--batch-size", "--lr", "--warmup", "--crop-size", "--buffer-gb", "--seed"):
         config_option(p, flag)
     for flag in ("--stride", "--max-side", "--loss-3d", "--loss-2d", "--loss-vis", "--save-every", "--log-every"):
         config_option(p, flag)

@@ -62,8 +62,9 @@ def add_source_options(p: argparse.ArgumentParser, loop: bool = True, permission
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     model = p.add_mutually_exclusive_group(required=True)
-    model.add_argument("--checkpoint", help="a training checkpoint (runs in PyTorch)")
+    model.add_argument("--checkpoint", help="a training checkpoint (runs in the fastest backend installed)")
     model.add_argument("--onnx", metavar="student.onnx", help="an exported student (runs in onnxruntime)")
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime"), help="what runs --checkpoint")
 
 
 def source_filters(args: argparse.Namespace) -> dict:

@@ -39,7 +39,7 @@ class TrainConfig:
     buffer_gb: float = 1.0
     min_fill: int = 256
     max_replay: float | None = None
-    producers: int = 1
+    producers: int | str = "auto"  # a count, or auto: from the cores and the device (`producers.auto_producers`)
     stride: int = 1
     max_side: int | None = 720
     max_frames: int | None = None  # per video and pass

@@ -29,6 +29,9 @@ from streampose.stream import stages
 from streampose.stream.crops import CROP_SIZE, person_crops
 from streampose.teachers import get_teacher, teacher_class
 
+#: Crops per student call: `eval` picks its backend for batches this big (`backends.fastest_backend`).
+EVAL_BATCH = 64
+
 
 @dataclass
 class EvalSet:
@@ -77,7 +80,7 @@ def label_eval_set(
     samples = []
     labeller = get_teacher(teacher)
     try:
-        stream = stages.frames(videos, stride=stride, max_frames=max_frames, max_side=max_side)
+        stream = stages.prefetch(stages.frames(videos, stride=stride, max_frames=max_frames, max_side=max_side))
         for sample in person_crops(counted(stages.labelled(labeller, stream)), size=crop_size):
             if cap is not None and len(samples) >= cap:
                 truncated = True
@@ -122,7 +125,7 @@ def evaluate(
     stride: int = 1,
     max_frames: int | None = None,
     max_side: int | None = 720,
-    batch_size: int = 64,
+    batch_size: int = EVAL_BATCH,
     keep_examples: int = 0,
     on_frame: Callable[[int], object] | None = None,
 ) -> dict:

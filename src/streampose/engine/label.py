@@ -81,10 +81,12 @@ def label(
     start = time.perf_counter()
     writer = LabelsWriter(save, teacher=teacher.name, skeleton=teacher.skeleton.name) if save else None
     overlay = _Overlay(render, teacher, stride) if render else None
+    stream = None
     try:
         stream = stages.frames(
             videos, stride=stride, max_frames=max_frames, max_side=max_side, handler=handler, max_videos=max_videos
         )
+        stream = stages.prefetch(stream)
         last_video, video_tracks = None, set()
         for video, frame, labels in stages.labelled(teacher, stream):
             if video is not last_video:
@@ -107,6 +109,8 @@ def label(
     except KeyboardInterrupt:
         counts.interrupted = True
     finally:
+        if stream is not None:
+            stream.close()  # stops the decoding thread
         if writer:
             writer.close()
         if overlay:

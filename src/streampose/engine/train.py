@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,7 @@ from streampose.sources.provenance import PendingEntries, ProvenanceLog
 from streampose.stream.augment import AugmentConfig
 from streampose.stream.buffer import RingBuffer
 from streampose.stream.loader import BatchLoader
-from streampose.stream.producers import ProducerConfig, ProducerPool
+from streampose.stream.producers import ProducerConfig, ProducerPool, producer_count
 from streampose.teachers import get_teacher, teacher_class
 
 
@@ -179,8 +180,12 @@ class Trainer:
             skip_ids=known | held_out, keep=rank.keeps if rank.active else None,
             shard=(rank.rank, rank.world) if rank.active else None,
         )  # fmt: skip
-        make_teacher = lambda: get_teacher(cfg.teacher)  # noqa: E731 - one per producer thread
-        return buffer, ProducerPool(stream, buffer, make_teacher, producer_cfg, cfg.producers, self.pending, known)
+        # One teacher per producer; a process per producer when there are several (benchmarks P7).
+        workers = producer_count(cfg.producers, self.device.type)
+        return buffer, ProducerPool(
+            stream, buffer, partial(get_teacher, cfg.teacher), producer_cfg, workers, self.pending, known,
+            processes=workers > 1,
+        )  # fmt: skip
 
     def step(self, batch: dict) -> dict[str, float]:
         """One optimiser step on a `BatchLoader` batch: loss parts and the gradient norm."""

@@ -97,6 +97,12 @@ def export_onnx(checkpoint: str | Path | dict, path: str | Path) -> Path:
     with ``onnx.checker`` before it is written, and written atomically, so `path` is either the
     previous file or a complete, valid model.
     """
+    data = onnx_bytes(checkpoint)
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def onnx_bytes(checkpoint: str | Path | dict) -> bytes:
+    """The checkpoint's student as a checked ONNX model, in memory (what `export_onnx` writes)."""
     ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     metadata = onnx_metadata(ckpt)
     model = student_from(ckpt).float().to(memory_format=torch.contiguous_format)
@@ -138,12 +144,13 @@ def export_onnx(checkpoint: str | Path | dict, path: str | Path) -> Path:
     proto.doc_string = "stream-pose student: person crop -> 3D/2D joints and visibility"
     onnx.helper.set_model_props(proto, metadata)
     onnx.checker.check_model(proto, full_check=True)
-    data = proto.SerializeToString()
-    return atomic_write(path, lambda f: f.write(data))
+    return proto.SerializeToString()
 
 
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """The metadata_props of an ONNX file (without loading its weights into a session)."""
+def read_metadata(path: str | Path | bytes) -> dict[str, str]:
+    """The metadata_props of an ONNX file or model bytes (without loading its weights into a session)."""
+    if isinstance(path, bytes):
+        return {p.key: p.value for p in onnx.load_from_string(path).metadata_props}
     path = Path(path)
     if not path.is_file():
         raise StreamPoseError(f"{path}: no such ONNX model")

@@ -11,9 +11,12 @@ stages (as webdataset's `handler=`): it gets the error and the ref or video, and
 
 from __future__ import annotations
 
+import queue
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from streampose.errors import SourceError, StreamPoseError
 from streampose.poses.labels import FrameLabels
@@ -28,6 +31,15 @@ from streampose.teachers import Teacher
 Handler = Callable[[StreamPoseError, VideoRef | Video], None]
 
 MAX_VIDEO_BYTES = int(MAX_VIDEO_MB * 1e6)
+
+#: Frames decoded ahead of the teacher by `prefetch` in the producers, `label` and `eval`: two of
+#: `labelled`'s batches, so the next batch is decoded while the teacher labels this one (with 4,
+#: half of every batch waited for decoding: 0.80 of the teacher's own speed instead of 0.86 on
+#: Sports2D at 720 px); 16 frames of 1280x720 RGB hold 44 MB.
+DECODE_AHEAD = 16
+
+T = TypeVar("T")
+_END = object()
 
 
 def warn_and_skip(error: StreamPoseError, item: VideoRef | Video) -> None:
@@ -157,3 +169,55 @@ def labelled(
         if len(pending) >= batch:
             yield from flush()
     yield from flush()
+
+
+def prefetch(items: Iterable[T], depth: int = DECODE_AHEAD) -> Iterator[T]:
+    """Run `items` in a thread of its own, at most `depth` items ahead of the consumer.
+
+    Put after `frames`, it decodes (and converts and scales) the next frames while the teacher
+    labels this one, so a producer's frame costs max(decode, teacher) instead of their sum: PyAV
+    and the teacher both release the GIL. An exception in `items` reaches the consumer at the
+    point it happened; closing this iterator stops the thread and closes `items` there.
+    """
+    if depth < 1:
+        yield from items
+        return
+    q: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+
+    def hand(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        it = iter(items)
+        try:
+            for item in it:
+                if not hand((item, None)):
+                    return
+            hand((_END, None))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
+            hand((_END, e))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=work, name="prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = q.get()
+            if error is not None:
+                raise error
+            if item is _END:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()

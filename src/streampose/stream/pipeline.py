@@ -1,0 +1,181 @@
+"""One producer's pipeline (`labelled_samples`), and a producer in a process of its own
+(`ChildProducer`), its crops handed back over a pipe.
+
+The parent's side (`ChildProducer.serve`, on a producer thread) answers the child's requests for
+refs from the shared `RefStream`, puts the crops it sends into the ring buffer and records the
+videos it finished; so no two processes label one video, and the buffer and the provenance stay
+in one place. The child runs `labelled_samples`, the same pipeline a producer thread
+runs. Processes start with "spawn": forking a process whose MediaPipe and FFmpeg threads are
+running can copy a lock that some thread holds.
+
+Messages, child to parent: ("ref",) asks for the next ref (answered with a ref, or None at the
+end); ("frame",) a labelled frame; ("sample", Sample); ("done", VideoRef, frames) a video
+finished, its byte count in the ref's meta (its bytes stay in the child); ("error", exception);
+("end",) last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from streampose.errors import ProducerError
+from streampose.sources import Video, VideoRef
+from streampose.stream import stages
+from streampose.stream.buffer import RingBuffer
+from streampose.stream.crops import CROP_SIZE, Sample, person_crops
+from streampose.teachers import Teacher
+
+_CONTEXT = multiprocessing.get_context("spawn")
+POLL_S = 0.1
+
+
+@dataclass
+class ProducerConfig:
+    stride: int = 1
+    max_side: int | None = None
+    max_frames: int | None = None  # per video
+    crop_size: int = CROP_SIZE
+    margin: float = 0.25
+    min_visible: int = 8
+    negatives: float = 0.0  # fraction of the buffer that is background crops (`crops.background_crops`)
+    max_video_bytes: int = stages.MAX_VIDEO_BYTES
+
+
+class Stopped(Exception):
+    """Raised inside a producer's pipeline when it is asked to stop."""
+
+
+def labelled_samples(
+    refs: Iterator[VideoRef],
+    teacher: Teacher,
+    cfg: ProducerConfig,
+    done: Callable[[Video, int], None],
+    on_frame: Callable[[], None],
+) -> Iterator[Sample]:
+    """One producer's pipeline: refs -> videos -> frames (decoded ahead) -> labels -> crops.
+
+    `done(video, frames)` is called once per video, also when the pipeline is closed part-way;
+    `on_frame()` after each labelled frame (it may raise `Stopped`)."""
+    skip = stages.warn_and_skip
+    videos = stages.videos(refs, max_bytes=cfg.max_video_bytes, handler=skip)
+    frames = stages.frames(videos, stride=cfg.stride, max_frames=cfg.max_frames, max_side=cfg.max_side, handler=skip)
+    frames = stages.count_frames(stages.prefetch(frames), done)
+
+    def images_and_labels():
+        for _, frame, labels in stages.labelled(teacher, frames):
+            on_frame()
+            yield frame.image, labels
+
+    try:
+        yield from person_crops(
+            images_and_labels(), size=cfg.crop_size, margin=cfg.margin, min_visible=cfg.min_visible,
+            negatives=cfg.negatives,
+        )  # fmt: skip
+    finally:
+        frames.close()  # records the video in progress
+
+
+class ChildProducer:
+    """One producer process and the parent's end of its pipe."""
+
+    def __init__(self, make_teacher: Callable[[], Teacher], config: ProducerConfig) -> None:
+        self._stop = _CONTEXT.Event()
+        self._conn, child_end = _CONTEXT.Pipe()
+        self.process = _CONTEXT.Process(
+            target=_child_main, args=(child_end, make_teacher, config, self._stop), name="producer", daemon=True
+        )
+        self.process.start()
+        child_end.close()
+
+    def stop(self) -> None:
+        """Ask the child to stop after its current frame; `serve` returns once it has said so."""
+        self._stop.set()
+
+    def serve(
+        self,
+        next_ref: Callable[[], VideoRef | None],
+        buffer: RingBuffer,
+        done: Callable[[VideoRef, int], None],
+        timeout: float = 30.0,
+    ) -> None:
+        """Serve the child until it ends: `next_ref()` gives the ref it asks for (None: no more).
+        Raises what the child raised, or ProducerError when it dies."""
+        try:
+            while True:
+                if not self._conn.poll(POLL_S):
+                    if not self.process.is_alive():
+                        raise ProducerError(f"a producer process died (exit code {self.process.exitcode})")
+                    continue
+                kind, *args = self._conn.recv()
+                if kind == "ref":
+                    self._conn.send(None if self._stop.is_set() else next_ref())
+                elif kind == "frame":
+                    buffer.note_frames(1)
+                elif kind == "sample":
+                    if not buffer.put(args[0]):
+                        self._stop.set()  # the buffer was closed: nobody consumes any more
+                elif kind == "done":
+                    done(*args)
+                elif kind == "error":
+                    raise args[0]
+                else:  # "end"
+                    return
+        except EOFError:
+            raise ProducerError(f"a producer process died (exit code {self.process.exitcode})") from None
+        finally:
+            self._stop.set()
+            self.process.join(timeout)
+            if self.process.is_alive():
+                self.process.terminate()
+                self.process.join(5)
+            self._conn.close()
+
+
+def _child_main(conn, make_teacher: Callable[[], Teacher], config: ProducerConfig, stop) -> None:
+    """The child: label what the parent hands over, send the crops back, end with ("end",)."""
+    lock = threading.Lock()  # sent to from two threads: the decoder (ref requests) and this one
+
+    def send(*message) -> None:
+        with lock:
+            conn.send(message)
+
+    def refs() -> Iterator[VideoRef]:
+        while True:
+            send("ref")
+            ref = conn.recv()
+            if ref is None:
+                return
+            yield ref
+
+    def done(video: Video, frames: int) -> None:
+        send("done", VideoRef(video.id, "", {**video.meta, "bytes": len(video.data)}), frames)
+
+    def on_frame() -> None:
+        if stop.is_set():
+            raise Stopped
+        send("frame")
+
+    teacher = None
+    try:
+        teacher = make_teacher()
+        for sample in labelled_samples(refs(), teacher, config, done, on_frame):
+            send("sample", sample)
+    except Stopped:
+        pass
+    except (BrokenPipeError, EOFError, KeyboardInterrupt):
+        return  # the parent is gone or interrupted: nobody to tell
+    except BaseException as e:  # noqa: BLE001 - every failure must reach the consumer
+        try:
+            send("error", e)
+        except Exception:  # noqa: BLE001 - an exception that does not pickle
+            send("error", ProducerError(f"{type(e).__name__}: {e}"))
+    finally:
+        if teacher is not None:
+            teacher.close()
+    with contextlib.suppress(BrokenPipeError, EOFError):
+        send("end")
+    conn.close()
