@@ -51,7 +51,7 @@ def test_the_people_of_a_pose2sim_multi_person_camera_are_followed(student, clip
     """Pose2Sim multi-person cam01 (half its frames in the training set): a man and a composited
     woman in front, a woman at the back. Measured with this kind of student: 2.0-2.4 persons per
     frame, two or more in 92-99 of 100 frames, 5-7 tracks. On cam02-04, never seen, 1.5-1.65
-    (README, "The student on its own")."""
+    (docs/student.md)."""
     camera = "cam01"
     path = clip(f"pose2sim-multi-{camera}")
     args = ["predict", str(path), "--checkpoint", str(student), "--poses", str(tmp_path / "p.jsonl")]

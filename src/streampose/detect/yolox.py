@@ -83,7 +83,7 @@ class PersonDetector:
         options = ort.SessionOptions()
         options.log_severity_level = 3
         # Its worker threads would otherwise spin after each run, taking CPU the landmark graphs
-        # (and other producers) need: 3 ms of CPU per labelled person on 2 cores (README, "Top-down").
+        # (and other producers) need: 3 ms of CPU per labelled person on 2 cores (docs/teachers.md, "Top-down").
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads

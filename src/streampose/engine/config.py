@@ -33,7 +33,7 @@ class TrainConfig:
     loss_2d: float = 1.0
     loss_vis: float = 0.1
     # Fraction of training crops that show no person (all visibility 0): what makes the student's
-    # confidence mean "a person is here" (README, "The student on its own").
+    # confidence mean "a person is here" (docs/student.md).
     negatives: float = 0.1
     crop_size: int = CROP_SIZE
     buffer_gb: float = 1.0

@@ -125,7 +125,7 @@ class FramePoses:
     detected: bool = False  # the detector ran on this frame
 
     def to_json(self) -> dict[str, Any]:
-        """One JSON line of `predict --poses` (README, "The student on its own")."""
+        """One JSON line of `predict --poses` (docs/student.md)."""
         return {
             "frame": self.index,
             "time": round(self.timestamp, 4),

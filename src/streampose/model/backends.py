@@ -5,7 +5,7 @@
 the fastest backend installed for the batches it will get (`open_backend`'s ``backend="auto"``,
 `fastest_backend`): one crop at a time (`predict`) on a CPU with onnxruntime, its student
 exported in memory (`export.onnx_bytes`); batches (`eval`) in torch's preferred layout and
-precision (README, "Benchmarks", P4). Both backends take
+precision (docs/benchmarks.md, P4). Both backends take
 uint8 crops and share one preprocessing (`preprocess.normalize_images`); `TorchBackend` runs in
 the layout and precision `preprocess.prepare_model` picks, `OnnxBackend` in float32.
 """

@@ -108,7 +108,7 @@ def load_checkpoint(path: str | Path) -> dict:
         if named:
             raise StreamPoseError(
                 f"{path}: refused: it holds pickled Python objects ({named.group(1)}) that loading could run "
-                f"as code; {FORMAT} checkpoints hold only tensors and plain data (README: 'Checkpoints are data')"
+                f"as code; {FORMAT} checkpoints hold only tensors and plain data (docs/training.md)"
             ) from None
         raise StreamPoseError(f"{path}: not a readable checkpoint (not a weights-only torch file)") from None
     except Exception as e:

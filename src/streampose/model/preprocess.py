@@ -38,7 +38,7 @@ def normalize_images(images_uint8_nhwc: np.ndarray | torch.Tensor) -> torch.Tens
 
 
 # Best (channels_last, autocast dtype) on this project's 2-core AVX-512/bf16 CPU, per size, measured
-# with benchmarks/student_speed.py (numbers in README, "Student sizes"). Training: channels_last
+# with benchmarks/student_speed.py (numbers in docs/training.md, "Student sizes"). Training: channels_last
 # alone wins for every size; bf16 autocast costs more than it saves in the depthwise/SE/BN-heavy
 # backward. Inference: channels_last + bf16 wins for every size.
 _CPU_TRAIN_LAYOUT: dict[str, tuple[bool, torch.dtype | None]] = {
@@ -54,7 +54,7 @@ _CPU_INFER_LAYOUT: dict[str, tuple[bool, torch.dtype | None]] = {
 
 #: On CPU, bf16 autocast (what `preferred_layout` picks for inference, measured at batch 32) is used
 #: only for batches at least this big: at batch 1 PyTorch's per-call overhead dominates and bf16
-#: only costs (README, "The student on its own"). Tracking runs batch 1.
+#: only costs (docs/student.md). Tracking runs batch 1.
 CPU_AMP_MIN_BATCH = 8
 
 

@@ -2,10 +2,10 @@
 
 Why it is optional: CoMotion is not on PyPI, its weights and the SMPL body model it needs must
 be fetched by hand (the SMPL model only after registering), and it is a GPU teacher: tens of
-seconds per frame on a 2-core CPU (README). Its licences are also narrower than MediaPipe's: code under the
+seconds per frame on a 2-core CPU (docs/teachers.md). Its licences are also narrower than MediaPipe's: code under the
 Apple Sample Code License, weights under the Apple ML Research Model License (non-commercial
 research only, derivatives included, so a student trained on its labels inherits that), SMPL
-non-commercial with no redistribution. See README, "CoMotion teacher (optional)".
+non-commercial with no redistribution. See docs/teachers.md, "CoMotion teacher (optional)".
 
 What it gives, per frame: up to 48 tracked people (rows padded with zeros, ``id == 0`` marks an
 empty slot), each with 27 points (`comotion27`: SMPL joints 0-21 plus nose, right_eye, left_eye,

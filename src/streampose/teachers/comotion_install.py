@@ -34,9 +34,9 @@ SCENEDETECT_BELOW = (0, 7)
 # A plain `pip install -e .` would replace stream-pose's torch with the torch==2.5.1 CoMotion pins.
 CLONE_STEP = (
     "`make comotion` in the stream-pose checkout, or `git clone https://github.com/apple/ml-comotion && "
-    "cd ml-comotion && pip install -e . --no-deps` and the dependencies the README lists"
+    "cd ml-comotion && pip install -e . --no-deps` and the dependencies docs/teachers.md lists"
 )
-SEE_README = "(README, 'CoMotion teacher (optional)')"
+SEE_README = "(docs/teachers.md, 'CoMotion teacher (optional)')"
 
 
 def _spec(name: str, search_path: Sequence[str | Path] | None):

@@ -4,7 +4,7 @@ Why this release: `mediapipe==0.10.21` is the last PyPI release whose wheel carr
 models (`pose_detection.tflite`, `pose_landmark_full.tflite`), so the "full" model runs on a
 fresh machine with no download. Later releases only have the Tasks API and fetch `.task`
 bundles from Google's storage at run time. The lite and heavy models are not in the wheel;
-they can be copied in from npm `@mediapipe/pose` (see README).
+they can be copied in from npm `@mediapipe/pose` (see docs/teachers.md).
 
 The legacy API follows one person per video, in tracking mode (it re-detects when it loses
 the person, which starts a new track id).
@@ -53,7 +53,7 @@ def check_complexity(mp, complexity: int) -> None:
     if not model.exists():
         raise TeacherUnavailable(
             f"{model.name} is not in this mediapipe wheel; copy it from the npm package @mediapipe/pose "
-            f"into {model.parent} (README, 'Teacher'), or use complexity 1"
+            f"into {model.parent} (docs/teachers.md, 'Teacher'), or use complexity 1"
         )
 
 
