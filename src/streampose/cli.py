@@ -277,6 +277,35 @@ def cmd_models(args: argparse.Namespace) -> None:
         print(f"{name}: {store.ensure(name)}", file=sys.stderr)
 
 
+def add_predict_parser(sub) -> None:
+    p = sub.add_parser("predict", help="run the student alone on every frame of a video")
+    p.add_argument("video", metavar="VIDEO", help="a video file or an http(s) URL")
+    add_model_options(p)
+    p.add_argument("--poses", metavar="poses.jsonl", help="write one JSON line per frame")
+    p.add_argument("--render", metavar="overlay.mp4", help="write an overlay video: 2D skeleton, crop, 3D panel")
+    add_rerun_option(p)
+    p.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
+    p.add_argument(
+        "--box",
+        metavar="x0,y0,x1,y1",
+        help="seed one track on the first frame instead of the detector, frame pixels (--box=-5,... if negative)",
+    )
+    p.add_argument("--detect-every", type=int, default=10, metavar="K", help="run the person detector every K frames")
+    p.add_argument("--max-persons", type=int, default=None, help="follow at most this many people at once")
+    p.add_argument("--detector", metavar="yolox_nano.onnx", help="the person detector (default: the model store's)")
+    p.add_argument("--skeleton", default=None, help="refuse a model that predicts another skeleton")
+    p.add_argument("--max-side", type=int, default=None, help="scale frames so the longest side is at most this")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU inference threads (0: all); tracking runs one crop at a time, where one thread is as fast "
+        "and leaves the other cores to decoding and encoding",
+    )
+    p.set_defaults(func=cmd_predict)
+
+
 def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog="streampose", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -322,32 +351,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     add_source_options(p, loop=False, permission=True)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("predict", help="run the student alone on every frame of a video")
-    p.add_argument("video", metavar="VIDEO", help="a video file or an http(s) URL")
-    add_model_options(p)
-    p.add_argument("--poses", metavar="poses.jsonl", help="write one JSON line per frame")
-    p.add_argument("--render", metavar="overlay.mp4", help="write an overlay video: 2D skeleton, crop, 3D panel")
-    add_rerun_option(p)
-    p.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
-    p.add_argument(
-        "--box",
-        metavar="x0,y0,x1,y1",
-        help="seed one track on the first frame instead of the detector, frame pixels (--box=-5,... if negative)",
-    )
-    p.add_argument("--detect-every", type=int, default=10, metavar="K", help="run the person detector every K frames")
-    p.add_argument("--max-persons", type=int, default=None, help="follow at most this many people at once")
-    p.add_argument("--detector", metavar="yolox_nano.onnx", help="the person detector (default: the model store's)")
-    p.add_argument("--skeleton", default=None, help="refuse a model that predicts another skeleton")
-    p.add_argument("--max-side", type=int, default=None, help="scale frames so the longest side is at most this")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="CPU inference threads (0: all); tracking runs one crop at a time, where one thread is as fast "
-        "and leaves the other cores to decoding and encoding",
-    )
-    p.set_defaults(func=cmd_predict)
+    add_predict_parser(sub)
 
     p = sub.add_parser("export", help="export a checkpoint's student to ONNX and/or safetensors, with a model card")
     p.add_argument("--checkpoint", required=True)
