@@ -13,8 +13,8 @@ The student runs through `model.backends`, so a checkpoint (PyTorch) and its exp
 
 from __future__ import annotations
 
-import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -84,7 +84,7 @@ def label_eval_set(
         for sample in person_crops(counted(stages.labelled(labeller, stream)), size=crop_size):
             if cap is not None and len(samples) >= cap:
                 truncated = True
-                print(f"warning: evaluation set capped at {cap} persons by its byte budget", file=sys.stderr)
+                warnings.warn(f"evaluation set capped at {cap} persons by its byte budget", stacklevel=2)
                 break
             samples.append(sample)
     finally:

@@ -23,25 +23,23 @@ from streampose.engine.evaluate import EvalSet, label_eval_set, score
 from streampose.errors import StreamPoseError
 from streampose.model.preprocess import normalize_images
 from streampose.sources import SourceFilters, refs
+from streampose.sources.refs import local_files
 from streampose.stream import stages
 
 #: What `best.pt` is chosen by.
 BEST_KEY = "val_pa_mpjpe_mm"
 
 
-def _local_videos(spec: str) -> set[Path]:
-    """The files a local source names (a file, or the files of a folder); none for URLs and searches."""
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return {p.resolve() for p in path.rglob("*") if p.is_file()}
-    return {path.resolve()} if path.exists() else set()
+def _local_videos(specs: list[str]) -> set[Path]:
+    """The local video files `specs` name (folders and @lists expanded); none for URLs and searches."""
+    return {Path(f).resolve() for spec in specs for f in local_files([spec]) or []}
 
 
 def check_disjoint(train_sources: list[str], val_sources: list[str]) -> None:
     """Refuse validation on what is trained on: the same spec, or a local file in both."""
-    train_files = set().union(*(_local_videos(s) for s in train_sources)) if train_sources else set()
+    train_files = _local_videos(train_sources)
     for spec in val_sources:
-        if spec in train_sources or _local_videos(spec) & train_files:
+        if spec in train_sources or _local_videos([spec]) & train_files:
             raise StreamPoseError(
                 f"--val {spec} is also a training source: validation must be on video the student never trains on"
             )
