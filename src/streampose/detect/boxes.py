@@ -5,8 +5,9 @@ Boxes are float arrays (x0, y0, x1, y1) in pixels of the frame.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
+
+from streampose.stream.crops import cut_square, invert_affine
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -45,13 +46,14 @@ def square_around(box: np.ndarray, scale: float) -> np.ndarray:
 def crop_resized(image: np.ndarray, square: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """The square region of `image` resized to size x size, padded black outside the frame.
 
-    Returns (crop, A) where A is the 2x3 matrix taking crop pixels back to frame pixels.
+    Returns (crop, A) where A is the 2x3 matrix taking crop pixels back to frame pixels. The
+    square's corner `square[:2]` lands on crop pixel (0, 0): `crops.cut_square` with the centre
+    that puts it there.
     """
-    scale = size / max(float(square[2] - square[0]), 1e-6)
-    forward = np.array([[scale, 0, -square[0] * scale], [0, scale, -square[1] * scale]], dtype=np.float64)
-    crop = cv2.warpAffine(image, forward, (size, size), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
-    back = np.array([[1 / scale, 0, square[0]], [0, 1 / scale, square[1]]], dtype=np.float64)
-    return crop, back
+    side = max(float(square[2] - square[0]), 1e-6)
+    offset = (size - 1) / 2 * side / size
+    crop, forward = cut_square(image, (float(square[0]) + offset, float(square[1]) + offset), side, size)
+    return crop, invert_affine(forward)
 
 
 def grow(box: np.ndarray, fraction: float) -> np.ndarray:
