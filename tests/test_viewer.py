@@ -43,6 +43,7 @@ def test_recording_holds_frames_and_every_persons_2d_and_3d_skeleton(clip, media
 
 
 def test_track_colours_differ_between_neighbouring_ids():
+    """The viewer colours a track as the overlay videos do (`render.track_colour`), well apart."""
     colours = [np.array(viewer.track_colour(i)) for i in range(6)]
     assert all(np.abs(a - b).sum() > 60 for a, b in zip(colours, colours[1:], strict=False))
 

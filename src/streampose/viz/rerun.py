@@ -13,7 +13,6 @@ clears the persons of the frame before, so a person who left is not drawn on.
 
 from __future__ import annotations
 
-import colorsys
 import os
 import shutil
 import sys
@@ -26,6 +25,7 @@ import numpy as np
 from streampose.errors import StreamPoseError
 from streampose.poses.labels import PersonLabel
 from streampose.poses.skeletons import Skeleton
+from streampose.viz.render import track_colour
 
 INSTALL_HINT = "pip install 'streampose[viz]'"
 # 3D joints are root-relative, so every person stands at the origin; spreading them along x by
@@ -53,12 +53,6 @@ def _find_viewer() -> None:
             "rerun-sdk is installed in, or write a recording (--rerun out.rrd) and open it with `rerun out.rrd`"
         )
     os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
-
-
-def track_colour(track_id: int) -> tuple[int, int, int]:
-    """A stable, well-separated colour per track id (golden-ratio hues)."""
-    r, g, b = colorsys.hsv_to_rgb((track_id * 0.618033988749895) % 1.0, 0.75, 0.95)
-    return int(r * 255), int(g * 255), int(b * 255)
 
 
 class RerunLog:
