@@ -45,17 +45,20 @@ class Sample:
     track_id: int
 
 
-def crop_matrix(center: tuple[float, float], side: float, size: int) -> np.ndarray:
+def crop_matrix(center: tuple[float, float], side: float, size: int, angle: float = 0.0) -> np.ndarray:
     """The 2x3 affine taking frame pixels to crop pixels for a square of `side` around `center`.
 
     The square's edges (``center +- side/2``, in pixel-centre coordinates) land on the crop's
     outer pixel edges (-0.5 and size-0.5), so `center` lands on the crop centre ``(size-1)/2``
-    and nothing is shifted by half a pixel when the scale is not 1.
+    and nothing is shifted by half a pixel when the scale is not 1. A square turned by `angle`
+    (radians, clockwise on screen) is cut upright: the frame direction ``(sin a, -cos a)`` becomes
+    the crop's up, which is how a pose model that expects an upright body sees a tilted one.
     """
     s = size / side
+    cos, sin = s * np.cos(angle), s * np.sin(angle)
     cx, cy = center
     half = (size - 1) / 2.0
-    return np.array([[s, 0.0, half - s * cx], [0.0, s, half - s * cy]], dtype=np.float64)
+    return np.array([[cos, sin, half - cos * cx - sin * cy], [-sin, cos, half + sin * cx - cos * cy]], dtype=np.float64)
 
 
 def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -81,12 +84,15 @@ def square_around(points: np.ndarray, margin: float = MARGIN) -> tuple[tuple[flo
     return (float(lo[0] + hi[0]) / 2.0, float(lo[1] + hi[1]) / 2.0), side
 
 
-def cut_square(frame: np.ndarray, center: tuple[float, float], side: float, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The (size, size, 3) crop of the square and its 2x3 frame-to-crop matrix.
+def cut_square(
+    frame: np.ndarray, center: tuple[float, float], side: float, size: int, angle: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The (size, size, 3) crop of the square (turned by `angle`, see `crop_matrix`) and its 2x3
+    frame-to-crop matrix.
 
     One ``cv2.warpAffine``: crop, black padding where the square leaves the frame, and resize.
     """
-    matrix = crop_matrix(center, side, size)
+    matrix = crop_matrix(center, side, size, angle)
     image = cv2.warpAffine(
         np.ascontiguousarray(frame),
         matrix,
