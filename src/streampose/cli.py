@@ -18,6 +18,7 @@ from streampose.engine.config import TrainConfig, config_defaults
 from streampose.engine.runlock import RunLock
 from streampose.errors import ReportedError, StreamPoseError
 from streampose.options import (
+    TEACHER_HELP,
     add_model_options,
     add_rerun_option,
     add_source_options,
@@ -26,11 +27,12 @@ from streampose.options import (
     progress,
     source_filters,
     source_videos,
+    teacher_spec,
     tick,
 )
 from streampose.sources.pexels import require_pexels_permission
 from streampose.stream import stages
-from streampose.teachers import TEACHERS, get_teacher
+from streampose.teachers import get_teacher
 
 TRAIN = TrainConfig()  # the train options' defaults, so the CLI and the config cannot disagree
 
@@ -234,7 +236,7 @@ def add_train_parser(sub, defaults: dict, name: str = "train", about: str = "tra
         "--source", action="append", nargs="+", required=not defaults.get("sources"), metavar="SOURCE",
         help="one or more SOURCEs (repeatable: --source A B --source C); read in a loop",
     )  # fmt: skip
-    config_option(p, "--teacher", choices=sorted(TEACHERS))
+    config_option(p, "--teacher", teacher_spec, help=TEACHER_HELP)
     config_option(p, "--student", choices=list(STUDENT_SIZES), help="student size")
     config_option(p, "--out", help="run folder: checkpoints, metrics.jsonl, tb/ (one run at a time)")
     config_option(p, "--minutes", float, help="optional wall-clock cap")
@@ -313,7 +315,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("label", help="label videos with a teacher")
     p.add_argument("sources", nargs="+", metavar="SOURCE")
-    p.add_argument("--teacher", default="mediapipe", choices=sorted(TEACHERS))
+    p.add_argument("--teacher", default="mediapipe", type=teacher_spec, help=TEACHER_HELP)
     p.add_argument("--stride", type=int, default=1, help="label every n-th frame")
     p.add_argument("--max-frames", type=int, default=None, help="per video, after stride")
     p.add_argument("--max-side", type=int, default=None, help="scale frames so the longest side is at most this")

@@ -10,8 +10,21 @@ import sys
 from tqdm import tqdm
 
 from streampose import sources
+from streampose.errors import StreamPoseError
 from streampose.sources.base import MAX_VIDEO_MB
 from streampose.stream import stages
+from streampose.teachers import TEACHERS, split_spec
+
+TEACHER_HELP = f"{' | '.join(sorted(TEACHERS))}, or NAME:MODEL (topdown:lite, topdown:heavy)"
+
+
+def teacher_spec(spec: str) -> str:
+    """An argparse type: a teacher's name, or name:model (`teachers.split_spec`)."""
+    try:
+        split_spec(spec)
+    except StreamPoseError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return spec
 
 
 def progress(disable: bool = False, **kwargs) -> tqdm:

@@ -43,13 +43,20 @@ TEACHERS: dict[str, str] = {
 }
 
 
-def teacher_class(name: str) -> type:
-    """The class of a registered teacher, imported now (its `skeleton` is a class attribute)."""
+def split_spec(spec: str) -> tuple[str, dict]:
+    """A teacher spec, `name` or `name:model` (`topdown:heavy`: the top-down teacher with BlazePose's
+    heavy landmark model), as (name, constructor options); a name that is not registered is an error."""
+    name, _, model = spec.partition(":")
     if name not in TEACHERS:
         raise StreamPoseError(f"unknown teacher {name!r}; known: {', '.join(sorted(TEACHERS))}")
-    module, cls = TEACHERS[name].split(":")
+    return name, ({"model": model} if model else {})
+
+
+def teacher_class(spec: str) -> type:
+    """The class of a registered teacher, imported now (its `skeleton` is a class attribute)."""
+    module, cls = TEACHERS[split_spec(spec)[0]].split(":")
     return getattr(importlib.import_module(module), cls)
 
 
-def get_teacher(name: str, **options) -> Teacher:
-    return teacher_class(name)(**options)
+def get_teacher(spec: str, **options) -> Teacher:
+    return teacher_class(spec)(**split_spec(spec)[1], **options)

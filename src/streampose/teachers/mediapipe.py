@@ -3,8 +3,9 @@
 Why this release: `mediapipe==0.10.21` is the last PyPI release whose wheel carries the pose
 models (`pose_detection.tflite`, `pose_landmark_full.tflite`), so the "full" model runs on a
 fresh machine with no download. Later releases only have the Tasks API and fetch `.task`
-bundles from Google's storage at run time. The lite and heavy models are not in the wheel;
-they can be copied in from npm `@mediapipe/pose` (see docs/teachers.md).
+bundles from Google's storage at run time. The lite and heavy models are not in the wheel, and
+the legacy graph loads models only from its install folder: the top-down teacher runs them
+(`topdown:lite`, `topdown:heavy`) from the model store.
 
 The legacy API follows one person per video, in tracking mode (it re-detects when it loses
 the person, which starts a new track id).
@@ -28,6 +29,7 @@ _MODEL_FILES = {
     1: "pose_landmark_full.tflite",
     2: "pose_landmark_heavy.tflite",
 }
+_COMPLEXITY = {"lite": 0, "full": 1, "heavy": 2}
 
 
 def import_mediapipe():
@@ -52,8 +54,8 @@ def check_complexity(mp, complexity: int) -> None:
     model = Path(mp.__file__).parent / "modules" / "pose_landmark" / _MODEL_FILES[complexity]
     if not model.exists():
         raise TeacherUnavailable(
-            f"{model.name} is not in this mediapipe wheel; copy it from the npm package @mediapipe/pose "
-            f"into {model.parent} (docs/teachers.md, 'Teacher'), or use complexity 1"
+            f"{model.name} is not in this mediapipe wheel; use `--teacher topdown:{model.stem.split('_')[-1]}` "
+            f"(the model store fetches it), or copy it from npm @mediapipe/pose into {model.parent}"
         )
 
 
@@ -104,7 +106,13 @@ class MediaPipeTeacher:
     licence = "Apache-2.0 (MediaPipe and its BlazePose GHUM 3D models)"
     terms = None  # nothing carries over to a student beyond the Apache-2.0 notice
 
-    def __init__(self, complexity: int = 1, min_detection: float = 0.5, min_tracking: float = 0.5) -> None:
+    def __init__(
+        self, complexity: int = 1, min_detection: float = 0.5, min_tracking: float = 0.5, model: str | None = None
+    ) -> None:
+        if model is not None:  # `mediapipe:heavy`: the landmark model by name, as the top-down teacher takes it
+            if model not in _COMPLEXITY:
+                raise TeacherUnavailable(f"unknown landmark model {model!r}; known: {', '.join(_COMPLEXITY)}")
+            complexity = _COMPLEXITY[model]
         self._mp = mp = import_mediapipe()
         check_complexity(mp, complexity)
         self._options = dict(
