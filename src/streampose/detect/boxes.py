@@ -43,6 +43,12 @@ def square_around(box: np.ndarray, scale: float) -> np.ndarray:
     return np.array([cx - half, cy - half, cx + half, cy + half], dtype=np.float32)
 
 
+def framing(box: np.ndarray, scale: float) -> tuple[tuple[float, float], float]:
+    """(centre, side) of `square_around(box, scale)`, as `crops.cut_square` takes a square."""
+    side = float(max(box[2] - box[0], box[3] - box[1]) * scale)
+    return (float(box[0] + box[2]) / 2, float(box[1] + box[3]) / 2), side
+
+
 def crop_resized(image: np.ndarray, square: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """The square region of `image` resized to size x size, padded black outside the frame.
 

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from streampose.detect.boxes import iou_matrix, square_around
+from streampose.detect.boxes import framing, iou_matrix
 from streampose.detect.track import Tracker, joint_distance
 from streampose.detect.yolox import PersonDetector
 from streampose.poses.labels import PersonLabel, box_of, visible_in_frame
@@ -73,6 +73,8 @@ class TopDownTeacher:
 
     def __init__(self, config: TopDownConfig | None = None, **options) -> None:
         self.config = cfg = config or TopDownConfig(**options)
+        if cfg.model != "full":  # labels, checkpoints and cards say which landmark model labelled them
+            self.name = f"topdown:{cfg.model}"
         self.detector = PersonDetector(min_score=cfg.detector_score, threads=cfg.threads)
         self.landmarker = Landmarker(cfg.model, threads=cfg.threads)
         self._tracker = Tracker()
@@ -114,9 +116,7 @@ class TopDownTeacher:
         if self._frame % cfg.detect_every == 0 or self._lost or not self._followed:
             room = max(0, cfg.max_persons - len(self._followed))
             for box in self.candidates(frame)[:room]:
-                square = square_around(box, cfg.margin)
-                centre = (float(square[0] + square[2]) / 2, float(square[1] + square[3]) / 2)
-                self._followed.append(_Followed((centre, float(square[2] - square[0]), 0.0), box))
+                self._followed.append(_Followed((*framing(box, cfg.margin), 0.0), box))
         self._frame += 1
         found = self._look(frame, self._followed, [])
         kept = self._without_duplicates([p for _, p, _ in found])
