@@ -7,7 +7,7 @@ import pytest
 
 from streampose.poses.labels import FrameLabels, PersonLabel
 from streampose.poses.skeletons import get_skeleton
-from streampose.stream.crops import Sample, background_crops, crop_person, person_crops
+from streampose.stream.crops import Sample, apply_affine, background_crops, crop_person, cut_square, person_crops
 
 SKELETON = get_skeleton("blazepose33")
 J = SKELETON.num_joints
@@ -231,3 +231,14 @@ def test_person_crops_mixes_in_the_asked_fraction_of_negatives() -> None:
     assert all(not s.visibility.any() for s in negatives)
     with pytest.raises(ValueError, match="negatives"):
         next(person_crops(iter([]), negatives=1.0))
+
+
+def test_a_turned_square_is_cut_upright() -> None:
+    """A square turned by `angle`: the frame direction (sin a, -cos a) is the crop's up, and the
+    same matrix moves points and pixels."""
+    frame = np.zeros((200, 200, 3), np.uint8)
+    frame[100, 100:160] = 255  # a line pointing right from the centre
+    image, matrix = cut_square(frame, (100.0, 100.0), 160.0, 160, np.pi / 2)
+    tip = apply_affine(matrix, np.array([[150.0, 100.0]]))[0]
+    np.testing.assert_allclose(tip, [79.5, 29.5], atol=1e-6)  # 50 px right of the centre: 50 px up
+    assert image[int(tip[1]), int(tip[0])].max() > 0 and image[130, 79:81].max() == 0

