@@ -34,7 +34,7 @@ def test_label_sports2d_finds_a_person_with_plausible_3d(sports2d, tmp_path, cap
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["frames"] == 230 and summary["videos"] == 1
     assert summary["labelled_frames"] >= 0.9 * summary["frames"]
-    assert summary["skeleton"] == "blazepose33" and summary["joints"] == 33 and summary["teacher"] == "mediapipe"
+    assert summary["skeleton"] == "blazepose33" and summary["joints"] == 33 and summary["teacher"] == "topdown"
     assert summary["seconds"] > 0
 
     header, frames = load_labels(labels_path)

@@ -128,7 +128,7 @@ def test_export_metadata_round_trips(checkpoint, onnx_model):
     ckpt = load_checkpoint(checkpoint)
     onnx.checker.check_model(onnx.load(str(onnx_model)), full_check=True)
     meta = read_metadata(onnx_model)
-    assert meta["skeleton"] == "blazepose33" and meta["teacher"] == "mediapipe"
+    assert meta["skeleton"] == "blazepose33" and meta["teacher"] == "topdown"
     assert tuple(json.loads(meta["joints"])) == SKELETON.joints
     assert tuple(json.loads(meta["flip"])) == SKELETON.flip
     assert int(meta["crop_size"]) == CROP == ckpt["preprocess"]["crop_size"]

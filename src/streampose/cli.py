@@ -315,7 +315,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("label", help="label videos with a teacher")
     p.add_argument("sources", nargs="+", metavar="SOURCE")
-    p.add_argument("--teacher", default="mediapipe", type=teacher_spec, help=TEACHER_HELP)
+    p.add_argument("--teacher", default="topdown", type=teacher_spec, help=TEACHER_HELP)
     p.add_argument("--stride", type=int, default=1, help="label every n-th frame")
     p.add_argument("--max-frames", type=int, default=None, help="per video, after stride")
     p.add_argument("--max-side", type=int, default=None, help="scale frames so the longest side is at most this")

@@ -20,7 +20,7 @@ from streampose.stream.crops import CROP_SIZE
 class TrainConfig:
     sources: list[str] = field(default_factory=list)
     out: str = "runs/train"
-    teacher: str = "mediapipe"
+    teacher: str = "topdown"
     student: str = "small"
     steps: int = 2000
     minutes: float | None = None  # optional wall-clock cap

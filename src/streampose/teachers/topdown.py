@@ -127,7 +127,7 @@ class TopDownTeacher:
             kept = self._without_duplicates([p for _, p, _ in found])
         followed_before, self._followed = self._followed, []
         for followed, person, roi in found:
-            if any(person is k for k in kept):
+            if any(person is k for k in kept) and followed not in self._followed:
                 followed.roi, followed.box, followed.fresh = roi, person.box, False
                 self._followed.append(followed)
         self._lost = any(not f.fresh for f in followed_before if f not in self._followed)
