@@ -22,7 +22,7 @@ demo: $(STAMP)
 # above any size: a run starts once all its videos are in the buffer.
 EXPERIMENT_CLIPS := $(foreach k,single multi,$(foreach i,1 2 3 4,pose2sim-$(k)-cam0$(i)))
 experiment: $(STAMP)
-	$(PY) -m streampose models fetch --all 2>/dev/null
+	$(PY) -m streampose models fetch $(EXPERIMENT_CLIPS) sports2d
 	clips=$$($(PY) -c 'from streampose.store import cache_dir; print(cache_dir() / "clips")') && \
 	$(PY) -m streampose experiment --source $(foreach c,$(EXPERIMENT_CLIPS),$$clips/$(c).mp4) \
 		--val $$clips/sports2d.mp4 --sizes 1,2,4,8 --steps 300 --warmup 30 --min-fill 100000 --out runs/experiment
