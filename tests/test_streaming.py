@@ -16,6 +16,7 @@ import pytest
 from streampose.errors import ProducerError, StreamPoseError
 from streampose.sources import refs
 from streampose.sources.provenance import PendingEntries
+from streampose.store import cache_dir
 from streampose.stream.augment import AugmentConfig
 from streampose.stream.buffer import RingBuffer
 from streampose.stream.loader import BatchLoader
@@ -147,7 +148,7 @@ AUDIT_SCRIPT = textwrap.dedent(
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     from audit import WriteAudit
 
-    clip, out = sys.argv[1], sys.argv[2]
+    clip, out, teacher = sys.argv[1], sys.argv[2], sys.argv[3]
     payload = open(clip, "rb").read()
     from streampose.stream.augment import AugmentConfig
     from streampose.stream.buffer import RingBuffer
@@ -155,12 +156,15 @@ AUDIT_SCRIPT = textwrap.dedent(
     from streampose.stream.producers import ProducerConfig, ProducerPool
     from streampose.sources.provenance import ProvenanceLog
     from streampose.sources import refs
-    from streampose.teachers import get_teacher
-    from streampose.teachers.mediapipe import MediaPipeTeacher, import_mediapipe
+    from streampose.teachers import get_teacher, teacher_class
+    from streampose.teachers.mediapipe import import_mediapipe
 
     # Libraries are imported before the audit starts: mediapipe's import probes TMPDIR (ctypes)
     # and creates matplotlib's config folders. Everything from the first byte fetched on is audited.
     import_mediapipe()
+    home = os.path.expanduser("~")
+    in_home = lambda: {os.path.join(d, f) for d, _, fs in os.walk(home) for f in fs}  # noqa: E731
+    home_before = in_home()
     audit = WriteAudit([out]).start()
 
     class Handler(BaseHTTPRequestHandler):
@@ -177,12 +181,12 @@ AUDIT_SCRIPT = textwrap.dedent(
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}/clip.mp4"
 
-    sk = MediaPipeTeacher.skeleton
+    sk = teacher_class(teacher).skeleton
     buffer = RingBuffer(sk.num_joints, 128, budget_bytes=30_000_000, min_fill=16)
     config = ProducerConfig(stride=2, max_frames=40, max_side=640, crop_size=128)
     provenance = ProvenanceLog(os.path.join(out, "provenance.jsonl"))
     stream = refs([url], loop=True)
-    pool = ProducerPool(stream, buffer, lambda: get_teacher("mediapipe"), config, provenance=provenance).start()
+    pool = ProducerPool(stream, buffer, lambda: get_teacher(teacher), config, provenance=provenance).start()
     loader = BatchLoader(buffer, 32, sk.flip, AugmentConfig())
     draws = 0
     while draws < 320:
@@ -192,7 +196,8 @@ AUDIT_SCRIPT = textwrap.dedent(
     server.shutdown()
     violations = audit.stop()
     with open(os.path.join(out, "audit.json"), "w") as f:
-        json.dump({"draws": draws, "violations": violations, "stats": buffer.stats()}, f)
+        home_new = sorted(in_home() - home_before)  # native writes the audit hook cannot see
+        json.dump({"draws": draws, "violations": violations, "stats": buffer.stats(), "home_new": home_new}, f)
     """
 )
 
@@ -204,13 +209,17 @@ def with_tests_on_path() -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_streaming_writes_nothing_outside_the_output_folder(sports2d, tmp_path):
+@pytest.mark.parametrize("teacher", ["topdown", "mediapipe"])
+def test_streaming_writes_nothing_outside_the_output_folder(sports2d, tmp_path, teacher):
     out, tmp = tmp_path / "out", tmp_path / "tmp"
     out.mkdir()
     tmp.mkdir()
-    env = {**with_tests_on_path(), "TMPDIR": str(tmp), "PYTHONDONTWRITEBYTECODE": "1"}
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**with_tests_on_path(), "TMPDIR": str(tmp), "PYTHONDONTWRITEBYTECODE": "1", "HOME": str(home)}
+    env["STREAMPOSE_CACHE"] = str(cache_dir())  # the models and clips, read from the real cache
     result = subprocess.run(
-        [sys.executable, "-c", AUDIT_SCRIPT, str(sports2d), str(out)],
+        [sys.executable, "-c", AUDIT_SCRIPT, str(sports2d), str(out), teacher],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
@@ -218,10 +227,11 @@ def test_streaming_writes_nothing_outside_the_output_folder(sports2d, tmp_path):
     assert report["draws"] >= 320
     assert report["stats"]["inserted"] > 0
     assert report["violations"] == []
+    assert report["home_new"] == [], "native code wrote into the home folder"
     provenance = [json.loads(line) for line in (out / "provenance.jsonl").read_text().splitlines()]
     assert len(provenance) == 1 and provenance[0]["id"].endswith("/clip.mp4") and 0 < provenance[0]["frames"] <= 40
     assert list(tmp.iterdir()) == [], "native code left files in TMPDIR"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tmp"], "files appeared in the working folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "out", "tmp"], "files appeared in the working folder"
 
 
 def test_audit_catches_a_write(tmp_path):
