@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from tqdm import tqdm
 
 from streampose import sources
 from streampose.cli import build_parser, main, train_config
@@ -96,8 +98,10 @@ def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(real_samples, tmp_
     first = train(config(tmp_path / "b", steps=24), buffer=filled_buffer(real_samples), progress=_InterruptAt(10))
     assert first["interrupted"] and first["step"] == 10
     assert load_checkpoint(tmp_path / "b" / "last.pt")["step"] == 10
-    resumed = train(config(tmp_path / "b", steps=24, resume=True), buffer=filled_buffer(real_samples))
+    bar = tqdm(total=24, file=io.StringIO())
+    resumed = train(config(tmp_path / "b", steps=24, resume=True), buffer=filled_buffer(real_samples), progress=bar)
     assert resumed["step"] == 24
+    assert bar.initial == 10 and bar.n == 24  # the bar goes on from the resumed step, not from 0
 
     a = load_checkpoint(tmp_path / "a" / "last.pt")
     b = load_checkpoint(tmp_path / "b" / "last.pt")

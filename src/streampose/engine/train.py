@@ -332,6 +332,9 @@ class Trainer:
         cfg = self.cfg
         self.setup()
         self.start()
+        if self.progress is not None and self.start_step:  # a resumed run's bar goes on from its step
+            self.progress.n = self.progress.initial = self.start_step
+            self.progress.refresh()
         self.model.train()
         finished = False
         try:
