@@ -139,6 +139,16 @@ def test_topdown_labels_every_person_with_stable_tracks(clip, tmp_path):
 
 
 @pytest.mark.slow
+def test_two_people_one_half_behind_the_other_are_both_labelled(clip):
+    """Pose2Sim multi-person cam03: the composited woman and the man cross, one half hiding the
+    other for a third of the clip (the crop of the one behind shows the one in front best)."""
+    summary, _ = label_json(clip("pose2sim-multi-cam03"))
+    assert summary["teacher"] == "topdown"  # the default
+    assert summary["persons"] / summary["labelled_frames"] >= 1.8, summary
+    assert summary["tracks"] <= 2 * 2, summary
+
+
+@pytest.mark.slow
 def test_topdown_on_a_frame_with_nobody_and_a_person_at_the_edge(sports2d):
     from streampose.teachers import get_teacher
 

@@ -119,12 +119,12 @@ class TopDownTeacher:
                 self._followed.append(_Followed((*framing(box, cfg.margin), 0.0), box))
         self._frame += 1
         found = self._look(frame, self._followed, [])
-        kept = self._without_duplicates([p for _, p, _ in found])
+        kept = self._without_duplicates(found)
         seen = {id(f) for f, p, _ in found if any(p is k for k in kept)}
         missed = [f for f in self._followed if id(f) not in seen]
         if missed and kept:  # a second look, everyone found so far blurred out
             found += self._look(frame, missed, kept)
-            kept = self._without_duplicates([p for _, p, _ in found])
+            kept = self._without_duplicates(found)
         followed_before, self._followed = self._followed, []
         for followed, person, roi in found:
             if any(person is k for k in kept) and followed not in self._followed:
@@ -194,10 +194,13 @@ class TopDownTeacher:
         )
         return person, roi_from_alignment(*apply_affine(back, poses.alignment[i]))
 
-    def _without_duplicates(self, persons: list[PersonLabel]) -> list[PersonLabel]:
-        """The most confident of every group of poses on the same joints (two crops, one person)."""
+    def _without_duplicates(self, found: list[tuple[_Followed, PersonLabel, Roi]]) -> list[PersonLabel]:
+        """One pose of every group on the same joints (two crops, one person): the one that fits
+        the box its crop was cut for best (the other crop's person may be behind it, and gets a
+        second look), then the more confident."""
         kept: list[PersonLabel] = []
-        for p in sorted(persons, key=lambda p: -p.score):
+        fit = {id(p): float(iou_matrix(p.box, f.box)[0, 0]) for f, p, _ in found}
+        for p in sorted((p for _, p, _ in found), key=lambda p: (-fit[id(p)], -p.score)):
             pose = (p.joints2d, p.visibility, p.box)
             if all(
                 joint_distance(pose, (k.joints2d, k.visibility, k.box)) > self.config.duplicate_distance for k in kept
