@@ -435,6 +435,13 @@ def _box_of_square(cx: float, cy: float, side: float) -> tuple[float, float, flo
     return cx - half, cy - half, cx + half, cy + half
 
 
+def _one_person(**config) -> tuple[_ScriptedStudent, _ScriptedDetector, Tracker]:
+    """A scripted student, a detector that finds one person framed by a 200 px square at (149.5,
+    99.5) of 300x200 frames, and a tracker of both with `config`."""
+    student, detector = _ScriptedStudent(), _ScriptedDetector(_box_of_square(149.5, 99.5, 200))
+    return student, detector, Tracker(student, detector, TrackerConfig(**config))
+
+
 def test_a_well_framed_person_keeps_the_square_and_misses_end_the_track_after_patience():
     student = _ScriptedStudent()
     detector = _ScriptedDetector(_box_of_square(149.5, 99.5, 200))
@@ -509,9 +516,7 @@ def test_every_person_gets_a_track_of_their_own_and_keeps_its_id():
 
 
 def test_a_detection_puts_a_drifted_square_back_on_its_person():
-    student = _ScriptedStudent()
-    detector = _ScriptedDetector(_box_of_square(149.5, 99.5, 200))
-    tracker = Tracker(student, detector, TrackerConfig(detect_every=3, smoothing=1.0))
+    student, _, tracker = _one_person(detect_every=3, smoothing=1.0)
     frames = _frames(4)
     tracker(frames[0])
     student.shift = (0.1, 0.0)  # the student drifts: its joints sit right of where the person is
@@ -525,8 +530,7 @@ def test_a_detection_puts_a_drifted_square_back_on_its_person():
 
 
 def test_the_square_keeps_the_detectors_size_while_the_students_joints_shrink():
-    student = _ScriptedStudent()
-    tracker = Tracker(student, _ScriptedDetector(_box_of_square(149.5, 99.5, 200)), TrackerConfig(detect_every=5))
+    student, _, tracker = _one_person(detect_every=5)
     frames = _frames(5)
     tracker(frames[0])
     student.spread = (0.3, 0.7)  # a weak student's joints span 0.4 of the crop instead of 2/3
@@ -547,9 +551,7 @@ def test_two_people_the_detector_sees_apart_stay_two_when_one_box_lies_inside_th
 
 
 def test_a_track_the_detector_stops_seeing_ends_and_a_weak_box_keeps_it_but_starts_none():
-    student = _ScriptedStudent()
-    detector = _ScriptedDetector(_box_of_square(149.5, 99.5, 200))
-    tracker = Tracker(student, detector, TrackerConfig(detect_every=2, max_unseen=3))
+    student, detector, tracker = _one_person(detect_every=2, max_unseen=3)
     frames = iter(_frames(20))
     assert len(tracker(next(frames)).persons) == 1
     detector.score = 0.2  # below `detector_score`, above `confirm_score`: it keeps the track alive
@@ -557,15 +559,13 @@ def test_a_track_the_detector_stops_seeing_ends_and_a_weak_box_keeps_it_but_star
     detector.boxes = detector.boxes[:0]  # the detector sees nobody; the student stays confident
     counts = [len(tracker(next(frames)).persons) for _ in range(7)]
     assert counts == [1] * 5 + [0] * 2  # detector runs 4, 6 and 8 frames on: the third ends it
-    weak = Tracker(student, _ScriptedDetector(_box_of_square(149.5, 99.5, 200)))
-    weak.detector.score = 0.2
+    _, weak_box, weak = _one_person()
+    weak_box.score = 0.2
     assert [weak(f).persons for f in _frames(3)] == [[]] * 3
 
 
 def test_a_doubted_pose_holds_its_square_and_brings_the_detector_back():
-    student = _ScriptedStudent()
-    detector = _ScriptedDetector(_box_of_square(149.5, 99.5, 200))
-    tracker = Tracker(student, detector, TrackerConfig(detect_every=10, smoothing=1.0))
+    student, _, tracker = _one_person(detect_every=10, smoothing=1.0)
     frames = _frames(4)
     tracker(frames[0])
     student.vis, student.shift = 0.6, (0.1, 0.0)  # unsure (below `trust`), and drifting right
