@@ -48,7 +48,7 @@ def _child(spec: dict) -> dict:
             poses=poses,
             render=render,
             max_side=spec["max_side"],
-            config=TrackerConfig(detect_every=spec["detect_every"]),
+            config=TrackerConfig(**({"detect_every": spec["detect_every"]} if spec["detect_every"] else {})),
             detector=detector,
         )
     return {
@@ -65,7 +65,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--onnx", required=True, help="an exported student (`streampose export`)")
     parser.add_argument("--max-side", type=int, default=720)
-    parser.add_argument("--detect-every", type=int, default=10)
+    parser.add_argument("--detect-every", type=int, default=None, help="default: TrackerConfig's")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", help="also write the rows as JSON here")
     parser.add_argument("--child", help=argparse.SUPPRESS)

@@ -421,17 +421,25 @@ class _ScriptedDetector:
 
     def __init__(self, *boxes: tuple[float, float, float, float]) -> None:
         self.boxes = np.array(boxes, np.float32).reshape(-1, 4)
+        self.score = 0.9
         self.calls: list[int] = []
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.calls.append(len(self.calls))
-        return self.boxes.copy(), np.full(len(self.boxes), 0.9, np.float32)
+        return self.boxes.copy(), np.full(len(self.boxes), self.score, np.float32)
 
 
 def _box_of_square(cx: float, cy: float, side: float) -> tuple[float, float, float, float]:
     """The person box a training-style square of `side` around (cx, cy) frames: its middle 2/3."""
     half = side / 3
     return cx - half, cy - half, cx + half, cy + half
+
+
+def _one_person(**config) -> tuple[_ScriptedStudent, _ScriptedDetector, Tracker]:
+    """A scripted student, a detector that finds one person framed by a 200 px square at (149.5,
+    99.5) of 300x200 frames, and a tracker of both with `config`."""
+    student, detector = _ScriptedStudent(), _ScriptedDetector(_box_of_square(149.5, 99.5, 200))
+    return student, detector, Tracker(student, detector, TrackerConfig(**config))
 
 
 def test_a_well_framed_person_keeps_the_square_and_misses_end_the_track_after_patience():
@@ -478,14 +486,14 @@ def test_the_square_follows_the_person_smoothly():
 def test_joints_crowding_the_crop_edge_grow_the_square():
     student = _ScriptedStudent()
     detector = _ScriptedDetector(_box_of_square(199.5, 199.5, 400))
-    tracker = Tracker(student, detector, TrackerConfig(smoothing=1.0, refine=0))
+    tracker = Tracker(student, detector, TrackerConfig(smoothing=1.0))
     frames = _frames(3, 400, 400)
     first = tracker(frames[0]).persons[0]
     # A cut-off person: joints fill only the crop's top-left corner, touching its edges. The margin
     # rule alone would shrink the square to 0.4 x 1.5 = 0.6 of its side; the edge rule grows it.
     student.spread = (0.0, 0.4)
     tracker(frames[1])
-    (third,) = tracker(frames[2]).persons  # the jump gives a new id (the id tracker), on one square
+    (third,) = tracker(frames[2]).persons
     side = lambda p: p.crop[2] - p.crop[0]  # noqa: E731
     assert side(third) == pytest.approx(1.15 * side(first), rel=1e-3)
 
@@ -508,9 +516,7 @@ def test_every_person_gets_a_track_of_their_own_and_keeps_its_id():
 
 
 def test_a_detection_puts_a_drifted_square_back_on_its_person():
-    student = _ScriptedStudent()
-    detector = _ScriptedDetector(_box_of_square(149.5, 99.5, 200))
-    tracker = Tracker(student, detector, TrackerConfig(detect_every=3, smoothing=1.0))
+    student, _, tracker = _one_person(detect_every=3, smoothing=1.0)
     frames = _frames(4)
     tracker(frames[0])
     student.shift = (0.1, 0.0)  # the student drifts: its joints sit right of where the person is
@@ -521,6 +527,53 @@ def test_a_detection_puts_a_drifted_square_back_on_its_person():
     assert back.detected and back.persons[0].track_id == drifted.track_id
     assert (drifted.crop[0] + drifted.crop[2]) / 2 == pytest.approx(149.5 + 20, abs=0.1)
     np.testing.assert_allclose(back.persons[0].crop, [49.5, -0.5, 249.5, 199.5], atol=1e-3)
+
+
+def test_the_square_keeps_the_detectors_size_while_the_students_joints_shrink():
+    student, _, tracker = _one_person(detect_every=5)
+    frames = _frames(5)
+    tracker(frames[0])
+    student.spread = (0.3, 0.7)  # a weak student's joints span 0.4 of the crop instead of 2/3
+    found = [tracker(f) for f in frames[1:]]
+    # Sized on the joints the square would shrink to 0.6x in a frame, then again and again onto
+    # a body part; the detector measured the person, and a person does not shrink between two runs.
+    assert [p.crop[2] - p.crop[0] for f in found for p in f.persons] == [pytest.approx(200, abs=1e-3)] * 4
+
+
+def test_two_people_the_detector_sees_apart_stay_two_when_one_box_lies_inside_the_other():
+    student = _ScriptedStudent()
+    # A wide box (a man leaning, arms out) and a narrow one mostly inside it (the woman in front).
+    man, woman = (40.0, 40.0, 280.0, 190.0), (150.0, 50.0, 210.0, 180.0)
+    tracker = Tracker(student, _ScriptedDetector(man, woman), TrackerConfig(detect_every=3))
+    found = [tracker(f) for f in _frames(7, 240, 320)]
+    # The box-inside rule alone would drop her as the man counted twice.
+    assert [[p.track_id for p in f.persons] for f in found] == [[0, 1]] * 7
+
+
+def test_a_track_the_detector_stops_seeing_ends_and_a_weak_box_keeps_it_but_starts_none():
+    student, detector, tracker = _one_person(detect_every=2, max_unseen=3)
+    frames = iter(_frames(20))
+    assert len(tracker(next(frames)).persons) == 1
+    detector.score = 0.2  # below `detector_score`, above `confirm_score`: it keeps the track alive
+    assert all([p.track_id for p in tracker(next(frames)).persons] == [0] for _ in range(6))
+    detector.boxes = detector.boxes[:0]  # the detector sees nobody; the student stays confident
+    counts = [len(tracker(next(frames)).persons) for _ in range(7)]
+    assert counts == [1] * 5 + [0] * 2  # detector runs 4, 6 and 8 frames on: the third ends it
+    _, weak_box, weak = _one_person()
+    weak_box.score = 0.2
+    assert [weak(f).persons for f in _frames(3)] == [[]] * 3
+
+
+def test_a_doubted_pose_holds_its_square_and_brings_the_detector_back():
+    student, _, tracker = _one_person(detect_every=10, smoothing=1.0)
+    frames = _frames(4)
+    tracker(frames[0])
+    student.vis, student.shift = 0.6, (0.1, 0.0)  # unsure (below `trust`), and drifting right
+    doubted = tracker(frames[1])
+    student.vis, student.shift = 0.9, (0.0, 0.0)
+    again = tracker(frames[2])
+    assert doubted.persons and not doubted.detected and again.detected
+    np.testing.assert_allclose(again.persons[0].crop, doubted.persons[0].crop, atol=1e-3)  # held, not moved
 
 
 def test_nobody_gives_empty_frames_and_the_detector_keeps_looking():

@@ -47,12 +47,12 @@ def student(people, tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_the_people_of_a_pose2sim_multi_person_camera_are_followed(student, clip, tmp_path, capsys):
-    """Pose2Sim multi-person cam01 (half its frames in the training set): a man and a composited
-    woman in front, a woman at the back. Measured with this kind of student: 2.0-2.4 persons per
-    frame, two or more in 92-99 of 100 frames, 5-7 tracks. On cam02-04, never seen, 1.5-1.65
-    (docs/student.md)."""
-    camera = "cam01"
+@pytest.mark.parametrize("camera, in_view", [("cam01", 3), ("cam02", 3), ("cam03", 2)])
+def test_the_people_of_a_pose2sim_multi_person_camera_are_followed(student, clip, tmp_path, capsys, camera, in_view):
+    """Pose2Sim multi-person cameras: a man and a composited woman in front, a woman at the back
+    (out of cam03's view). cam01 is the trained view (half its frames in the training set); cam02
+    and cam03 were never seen. Measured with two students of this kind (400 and 1500 steps):
+    2.8, 3.0 and 2.0 persons per frame, in 3, 3 and 2 tracks (docs/student.md)."""
     path = clip(f"pose2sim-multi-{camera}")
     args = ["predict", str(path), "--checkpoint", str(student), "--poses", str(tmp_path / "p.jsonl")]
     assert main([*args, "--max-side", str(MAX_SIDE), "--json"]) == 0
@@ -61,5 +61,6 @@ def test_the_people_of_a_pose2sim_multi_person_camera_are_followed(student, clip
     assert summary["frames"] == len(lines) == 100
     assert summary["persons_per_frame"] >= 1.8, summary
     assert sum(len(line["persons"]) >= 2 for line in lines) >= 80
+    assert max(len(line["persons"]) for line in lines) <= in_view  # nobody counted twice
     ids = {p["id"] for line in lines for p in line["persons"]}
     assert len(ids) <= 15, ids  # followed, not found afresh every few frames

@@ -185,6 +185,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if not (args.poses or args.render or args.json or args.rerun is not None):
         raise StreamPoseError("nothing to do: give --poses poses.jsonl, --render overlay.mp4, --rerun and/or --json")
     box = parse_box(args.box) if args.box is not None else None
+    given = {"detect_every": args.detect_every} if args.detect_every is not None else {}
+    config = TrackerConfig(max_persons=args.max_persons, **given)
     backend = open_backend(
         checkpoint=args.checkpoint, onnx=args.onnx, device=args.device, expect_skeleton=args.skeleton,
         threads=args.threads,
@@ -199,9 +201,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
             rerun=args.rerun,
             box=box,
             max_side=args.max_side,
-            config=TrackerConfig(detect_every=args.detect_every, max_persons=args.max_persons),
+            config=config,
             progress=bar.update,
-            detector=PersonDetector(threads=args.threads or None, model=args.detector),
+            detector=PersonDetector(threads=args.threads or None, model=args.detector, min_score=config.confirm_score),
         )
     print(result.summary(), file=sys.stderr)
     if args.json:
@@ -292,7 +294,9 @@ def add_predict_parser(sub) -> None:
         metavar="x0,y0,x1,y1",
         help="seed one track on the first frame instead of the detector, frame pixels (--box=-5,... if negative)",
     )
-    p.add_argument("--detect-every", type=int, default=10, metavar="K", help="run the person detector every K frames")
+    p.add_argument(
+        "--detect-every", type=int, metavar="K", help="run the person detector every K frames (default: the tracker's)"
+    )
     p.add_argument("--max-persons", type=int, default=None, help="follow at most this many people at once")
     p.add_argument("--detector", metavar="yolox_nano.onnx", help="the person detector (default: the model store's)")
     p.add_argument("--skeleton", default=None, help="refuse a model that predicts another skeleton")

@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 
 from streampose.detect.yolox import PersonDetector
-from streampose.engine.tracking import Detector, FramePoses, Tracker, TrackerConfig
+from streampose.engine.predicted import FramePoses
+from streampose.engine.tracking import Detector, Tracker, TrackerConfig
 from streampose.errors import StreamPoseError
 from streampose.files import atomic_write
 from streampose.model.backends import Backend
@@ -122,7 +123,8 @@ def predict_video(
     corrupt video raises `DecodeError` before either output exists.
     """
     start = time.perf_counter()
-    detector = detector if detector is not None else PersonDetector(threads=1)
+    config = config or TrackerConfig()
+    detector = detector if detector is not None else PersonDetector(threads=1, min_score=config.confirm_score)
     data = stages.one_video(video)
     fps = probe(data.data, data.id).fps
     frames = decode_frames(data.data, data.id, max_side=max_side)
