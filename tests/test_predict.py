@@ -446,18 +446,23 @@ def test_a_well_framed_person_keeps_the_square_and_misses_end_the_track_after_pa
     student = _ScriptedStudent()
     detector = _ScriptedDetector(_box_of_square(149.5, 99.5, 200))
     tracker = Tracker(student, detector, TrackerConfig(patience=3, detect_every=100))
-    schedule = [0.9] * 5 + [0.1] + [0.9] * 3 + [0.1] * 3 + [0.9] * 3
+    confidence = [0.9] * 5 + [0.1] + [0.9] * 3 + [0.1] * 4 + [0.9] * 3
+    in_view = [True] * 9 + [False] * 4 + [True] * 3  # what the detector sees
     found = []
-    for frame, vis in zip(_frames(len(schedule)), schedule, strict=True):
+    for frame, vis, seen in zip(_frames(len(confidence)), confidence, in_view, strict=True):
         student.vis = vis
+        detector.boxes = np.array([_box_of_square(149.5, 99.5, 200)] * seen, np.float32).reshape(-1, 4)
         found.append(tracker(frame))
-    # The detector starts a track; a miss reports nobody but is forgiven; three in a row end the
-    # track, and the detector looks again on the next frame, which starts a new one.
-    assert [len(f.persons) for f in found] == [1] * 5 + [0] + [1] * 3 + [0] * 3 + [1] * 3
-    assert [f.persons[0].track_id for f in found if f.persons] == [0] * 8 + [1] * 3
-    assert [f.persons[0].tracked for f in found if f.persons] == [False] + [True] * 7 + [False, True, True]
-    assert [f.index for f in found if f.detected] == [0, 12] and len(detector.calls) == 2
-    assert found[0].persons[0].init == "detect" and found[12].persons[0].init == "detect"
+    # The detector starts a track. A doubt (frame 5) while the detector vouches for the person is
+    # reported with its low confidence, and the detector looks again on the next frame. Once the
+    # detector no longer sees them (frame 10), doubts are misses: three in a row end the track, the
+    # detector looks again on the next frame, which starts a new one.
+    assert [len(f.persons) for f in found] == [1] * 10 + [0] * 3 + [1] * 3
+    assert [round(found[i].persons[0].confidence, 1) for i in (4, 5, 9, 13)] == [0.9, 0.1, 0.1, 0.9]
+    assert [f.persons[0].track_id for f in found if f.persons] == [0] * 10 + [1] * 3
+    assert [f.persons[0].tracked for f in found if f.persons] == [False] + [True] * 9 + [False, True, True]
+    assert [f.index for f in found if f.detected] == [0, 6, 10, 13] and len(detector.calls) == 4
+    assert found[0].persons[0].init == "detect" and found[13].persons[0].init == "detect"
     # A student that frames the person as training did leaves the detector's square where it is.
     for f in found:
         for p in f.persons:

@@ -32,11 +32,16 @@ Which person is which. A track is its square: it keeps its id from the detection
 until it ends (ids are never reused within a video), so joints that drift onto a neighbour cannot
 swap two people's ids.
 
-Losing a person. Confidence is the mean predicted visibility (sigmoid of ``vis_logits``); the
-student is trained with background crops labelled all-invisible (`crops.background_crops`), so a
-square off its person scores low. A pose below ``min_confidence`` (or with fewer than
-``min_visible`` joints at ``vis_threshold``) is not reported; its square stays put for
-``patience`` frames, then the track ends.
+Who says a person is there. Confidence is the mean predicted visibility (sigmoid of
+``vis_logits``); the student is trained with background crops labelled all-invisible
+(`crops.background_crops`), so a square off its person scores low. A track starts only where the
+detector boxes someone *and* the student agrees (confidence >= ``min_confidence``, at least
+``min_visible`` joints at ``vis_threshold``): a detector's false box starts nothing. Once
+started, a track the detector vouches for (matched to a box of its own at the last detection
+frame) is reported even when the student doubts it, with its low confidence, and the detector
+looks again on the next frame: a student trained on a few clips can read an unusual person (the
+rendered woman of the Pose2Sim clips) as background while the detector still sees her. A track
+neither vouches for is not reported; its square stays put for ``patience`` frames, then it ends.
 
 One person twice. Two poses on the same joints, or one box mostly inside the other, are one person
 (a weak student reads one person differently from two squares), unless the detector vouched for
@@ -287,7 +292,7 @@ class Tracker:
         vouched = [self._vouched(c, detected) for c in candidates]
         kept: list[tuple[int, np.ndarray]] = []
         for k in sorted(range(len(guesses)), key=lambda k: (not vouched[k], -guesses[k].confidence)):
-            if not self._passes(guesses[k]):
+            if not (self._passes(guesses[k]) or (vouched[k] and candidates[k].origin is not None)):
                 continue
             box = box_of(guesses[k].joints2d, guesses[k].visibility, size, self.config.vis_threshold)
             if not any(
