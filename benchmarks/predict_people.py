@@ -57,13 +57,6 @@ def walker_boxes(max_side: int) -> dict[int, list[float]]:
     return {i: [float(v) for v in b] for i, b in walker.items()}
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    w, h = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(w, 0.0) * max(h, 0.0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def run_clip(clip: str, backend, args: argparse.Namespace) -> list[dict]:
     """`predict_video` on one sample clip; its JSON lines."""
     from streampose.engine.predict import predict_video
@@ -94,18 +87,36 @@ def counts(lines: list[dict]) -> dict:
 
 
 def walker_followed(lines: list[dict], walker: dict[int, list[float]]) -> dict:
-    """Frames the walker is in where some predicted box overlaps his (IoU > 0.3), and by how many ids."""
-    hits, ids = 0, set()
+    """Frames the walker is in where some predicted box overlaps his (IoU > 0.3), and by how many
+    ids; and, to tell following from posing, the frames where some track's crop is on him (his box
+    centre inside the square the student looked at, the square at most 2x his height)."""
+    from streampose.detect.boxes import iou_matrix
+
+    hits, on_him, ids = 0, 0, set()
     for line in lines:
         truth = walker.get(line["frame"])
         if truth is None:
             continue
-        overlaps = [(_iou(np.array(p["box"]), np.array(truth)), p["id"]) for p in line["persons"]]
+        truth = np.array(truth)
+        overlaps = [(float(iou_matrix(np.array(p["box"]), truth)[0, 0]), p["id"]) for p in line["persons"]]
         best = max(overlaps, default=(0.0, -1))
         if best[0] > WALKER_IOU:
             hits += 1
             ids.add(best[1])
-    return {"walker_frames": len(walker), "walker_followed": round(hits / len(walker), 3), "walker_ids": len(ids)}
+        centre, height = (truth[:2] + truth[2:]) / 2, truth[3] - truth[1]
+        on_him += any(
+            (np.array(p["crop"][:2]) <= centre).all()
+            and (centre <= np.array(p["crop"][2:])).all()
+            and p["crop"][2] - p["crop"][0] <= 2 * height
+            for p in line["persons"]
+        )
+    n = len(walker)
+    return {
+        "walker_frames": n,
+        "walker_followed": round(hits / n, 3),
+        "walker_ids": len(ids),
+        "walker_crop_on_him": round(on_him / n, 3),
+    }
 
 
 def main() -> None:
