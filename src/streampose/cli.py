@@ -294,9 +294,7 @@ def add_predict_parser(sub) -> None:
         metavar="x0,y0,x1,y1",
         help="seed one track on the first frame instead of the detector, frame pixels (--box=-5,... if negative)",
     )
-    p.add_argument(
-        "--detect-every", type=int, metavar="K", help="run the person detector every K frames (default: the tracker's)"
-    )
+    p.add_argument("--detect-every", type=int, metavar="K", help="run the detector every K frames (tracker default)")
     p.add_argument("--max-persons", type=int, default=None, help="follow at most this many people at once")
     p.add_argument("--detector", metavar="yolox_nano.onnx", help="the person detector (default: the model store's)")
     p.add_argument("--skeleton", default=None, help="refuse a model that predicts another skeleton")
