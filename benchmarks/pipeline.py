@@ -52,7 +52,6 @@ import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, replace
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -313,8 +312,8 @@ def section_p2(b: Budget) -> dict:
     from streampose.stream.augment import AugmentConfig
     from streampose.stream.buffer import RingBuffer
     from streampose.stream.loader import BatchLoader
-    from streampose.stream.producers import ProducerConfig, ProducerPool, producer_count
-    from streampose.teachers import get_teacher, teacher_class
+    from streampose.stream.producers import ProducerConfig, ProducerPool, producer_count, teacher_factory
+    from streampose.teachers import teacher_class
 
     d = _train_defaults()
     d.min_fill = b.p2_min_fill
@@ -329,7 +328,7 @@ def section_p2(b: Budget) -> dict:
 
     def start_pool() -> ProducerPool:
         stream = refs(specs, loop=True)
-        teacher = partial(get_teacher, d.teacher)
+        teacher = teacher_factory(d.teacher, workers)
         return ProducerPool(stream, buffer, teacher, pcfg, workers, processes=workers > 1).start()
 
     pool: ProducerPool | None = start_pool()
@@ -461,8 +460,8 @@ def section_p2_train(b: Budget) -> dict:
     from streampose.engine.train import TrainConfig, train
     from streampose.sources import refs
     from streampose.stream.buffer import RingBuffer
-    from streampose.stream.producers import ProducerConfig, ProducerPool, producer_count
-    from streampose.teachers import get_teacher, teacher_class
+    from streampose.stream.producers import ProducerConfig, ProducerPool, producer_count, teacher_factory
+    from streampose.teachers import teacher_class
 
     d = _train_defaults()
     specs = _clip_paths(CLIPS)
@@ -470,7 +469,7 @@ def section_p2_train(b: Budget) -> dict:
     filled = RingBuffer(skeleton.num_joints, d.crop_size, budget_bytes=int(0.25 * 2**30), min_fill=b.p2_min_fill)
     pcfg = ProducerConfig(stride=d.stride, max_side=d.max_side, crop_size=d.crop_size)
     workers = producer_count(d.producers, "cpu")
-    teacher = partial(get_teacher, d.teacher)
+    teacher = teacher_factory(d.teacher, workers)
     pool = ProducerPool(refs(specs, loop=True), filled, teacher, pcfg, workers, processes=workers > 1).start()
     while filled.fill < 2 * b.p2_min_fill:
         time.sleep(0.05)

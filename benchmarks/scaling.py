@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import threading
 import time
-from functools import partial
 
 MULTI_CLIP = "pose2sim-multi-cam01"
 
@@ -82,8 +81,8 @@ def _frames_per_s(specs: list[str], workers: int, processes: bool, window_s: flo
 
     from streampose.sources import refs
     from streampose.stream.buffer import RingBuffer
-    from streampose.stream.producers import ProducerConfig, ProducerPool
-    from streampose.teachers import get_teacher, teacher_class
+    from streampose.stream.producers import ProducerConfig, ProducerPool, teacher_factory
+    from streampose.teachers import teacher_class
 
     class CountingBuffer(RingBuffer):
         frames = 0
@@ -98,7 +97,7 @@ def _frames_per_s(specs: list[str], workers: int, processes: bool, window_s: flo
     joints = teacher_class(d.teacher).skeleton.num_joints
     buffer = CountingBuffer(joints, d.crop_size, budget_bytes=64 * 2**20)
     cfg = ProducerConfig(stride=d.stride, max_side=d.max_side, crop_size=d.crop_size)
-    teacher = partial(get_teacher, d.teacher)
+    teacher = teacher_factory(d.teacher, workers)
     pool = ProducerPool(refs(specs, loop=True), buffer, teacher, cfg, workers, processes=processes).start()
     try:
         deadline = time.monotonic() + 120

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -20,7 +21,7 @@ from streampose.store import cache_dir
 from streampose.stream.augment import AugmentConfig
 from streampose.stream.buffer import RingBuffer
 from streampose.stream.loader import BatchLoader
-from streampose.stream.producers import ProducerConfig, ProducerPool, auto_producers, producer_count
+from streampose.stream.producers import ProducerConfig, ProducerPool, auto_producers, producer_count, teacher_factory
 from streampose.teachers import get_teacher
 from streampose.teachers.mediapipe import MediaPipeTeacher
 
@@ -261,3 +262,14 @@ def test_producer_count_follows_the_cores_the_trainer_leaves_free():
     for bad in ("0", "two", -1):
         with pytest.raises(StreamPoseError, match="--producers"):
             producer_count(bad, "cpu")
+
+
+def test_several_producers_share_the_cores_between_their_teachers():
+    """15 producers on a 16-core GPU machine: each top-down teacher gets one core's threads, not 16
+    (its detector and landmark model otherwise spread over every core, 15 times over)."""
+    make = teacher_factory("topdown:heavy", workers=15, cores=16)
+    assert make.args == ("topdown:heavy",) and make.keywords == {"threads": 1}
+    assert teacher_factory("topdown", workers=2, cores=8).keywords == {"threads": 4}
+    assert teacher_factory("topdown", workers=1, cores=8).keywords == {}  # alone: every core
+    assert teacher_factory("mediapipe", workers=4, cores=8).keywords == {}  # its graph sets its own
+    assert pickle.loads(pickle.dumps(make)).keywords == {"threads": 1}  # producer processes get it

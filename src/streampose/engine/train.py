@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -42,8 +41,8 @@ from streampose.sources.provenance import PendingEntries, ProvenanceLog
 from streampose.stream.augment import AugmentConfig
 from streampose.stream.buffer import RingBuffer
 from streampose.stream.loader import BatchLoader
-from streampose.stream.producers import ProducerConfig, ProducerPool, producer_count
-from streampose.teachers import get_teacher, teacher_class
+from streampose.stream.producers import ProducerConfig, ProducerPool, producer_count, teacher_factory
+from streampose.teachers import teacher_class
 
 
 class Trainer:
@@ -183,7 +182,7 @@ class Trainer:
         # One teacher per producer; a process per producer when there are several (benchmarks P7).
         workers = producer_count(cfg.producers, self.device.type)
         return buffer, ProducerPool(
-            stream, buffer, partial(get_teacher, cfg.teacher), producer_cfg, workers, self.pending, known,
+            stream, buffer, teacher_factory(cfg.teacher, workers), producer_cfg, workers, self.pending, known,
             processes=workers > 1,
         )  # fmt: skip
 

@@ -19,13 +19,14 @@ import os
 import threading
 import warnings
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Protocol
 
 from streampose.errors import StreamPoseError
 from streampose.sources import RefStream, Video, VideoRef
 from streampose.stream.buffer import RingBuffer
 from streampose.stream.pipeline import ChildProducer, ProducerConfig, Stopped, labelled_samples
-from streampose.teachers import Teacher
+from streampose.teachers import Teacher, get_teacher, teacher_class
 
 __all__ = ["ProducerConfig", "ProducerPool", "Recorder", "Stopped", "auto_producers", "producer_count"]
 
@@ -57,13 +58,25 @@ def auto_producers(device: str, cores: int | None = None) -> int:
     return max(1, free)
 
 
+def teacher_factory(spec: str, workers: int, cores: int | None = None) -> Callable[[], Teacher]:
+    """What each of `workers` producers makes its teacher with (picklable, for producer processes).
+
+    A teacher that spreads over every core by default (`takes_threads`: the top-down teacher's
+    detector and landmark model) gets its share of the cores instead when several producers run,
+    so they do not fight over them (`auto_producers` counts a teacher as about one core)."""
+    cores = cores or len(os.sched_getaffinity(0))
+    if workers > 1 and getattr(teacher_class(spec), "takes_threads", False):
+        return partial(get_teacher, spec, threads=max(1, cores // workers))
+    return partial(get_teacher, spec)
+
+
 class ProducerPool:
     """`workers` producers filling one ring buffer from a shared stream of video refs.
 
     Each video id used is kept in `used_videos` and, the first time it is used, recorded in
     `provenance` (with the frames labelled from it). Ids in `known` (used by an earlier run
     that this one resumes) are not recorded again. With `processes`, `make_teacher` must pickle
-    (`functools.partial(get_teacher, name)`, not a lambda): each process makes its own.
+    (`teacher_factory(name, workers)`, not a lambda): each process makes its own.
     """
 
     def __init__(

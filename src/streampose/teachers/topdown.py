@@ -70,6 +70,7 @@ class TopDownTeacher:
     skeleton = get_skeleton("blazepose33")
     licence = "Apache-2.0 (MediaPipe's BlazePose GHUM 3D models; Megvii's YOLOX-Nano weights)"
     terms = None  # nothing carries over to a student beyond the Apache-2.0 notices
+    takes_threads = True  # `threads=N` bounds its CPU threads (`stream.producers.teacher_factory`)
 
     def __init__(self, config: TopDownConfig | None = None, **options) -> None:
         self.config = cfg = config or TopDownConfig(**options)
