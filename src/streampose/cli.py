@@ -273,7 +273,7 @@ def cmd_models(args: argparse.Namespace) -> None:
     if args.action == "list":
         rows = store.listing()
         for r in rows:
-            print(f"{r['name']:24} {r['kind']:8} {r['status']:8} {r['package']:26} {r['licence']}")
+            print(f"{r['name']:24} {r['kind']:8} {r['status']:8} {r['package']:36} {r['licence']}")
         if args.json:
             emit_json({"models": rows, "cache": str(store.cache_dir())})
         return
