@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from streampose.detect import yolox
-from streampose.detect.boxes import crop_resized, iou_matrix, nms, square_around
+from streampose.detect.boxes import framing, iou_matrix, nms
 from streampose.detect.track import Tracker
 from streampose.poses.labels import PersonLabel, load_labels
 from streampose.poses.skeletons import get_skeleton
+from streampose.stream.crops import apply_affine, cut_square, invert_affine
 from streampose.stream.decode import decode_frames
 from streampose.teachers.quiet import native_chatter_filtered
 from streampose.viz.render import overlay_frame, track_colour
@@ -57,11 +58,12 @@ def test_nms_and_crops_outside_the_frame():
     assert nms(boxes, np.array([0.5, 0.9, 0.7]), 0.5).tolist() == [1, 2]
     assert iou_matrix(boxes[0], boxes[2])[0, 0] == 0
     image = np.full((50, 80, 3), 200, np.uint8)
-    square = square_around(np.array([60, 30, 100, 70], np.float32), 1.25)  # half outside the frame
-    crop, back = crop_resized(image, square, 64)
+    centre, side = framing(np.array([60, 30, 100, 70], np.float32), 1.25)  # half outside the frame
+    assert centre == (80.0, 50.0) and side == 50.0
+    crop, matrix = cut_square(image, centre, side, 64)
     assert crop.shape == (64, 64, 3) and crop[0, 0].tolist() == [200, 200, 200] and crop[-1, -1].tolist() == [0, 0, 0]
-    corner = back @ np.array([0, 0, 1.0])
-    assert corner == pytest.approx(square[:2])
+    corner = apply_affine(invert_affine(matrix), np.array([[-0.5, -0.5]]))[0]  # the crop's outer corner
+    assert corner == pytest.approx([55, 25])
 
 
 def test_tracker_keeps_ids_through_motion_and_forgets_after_max_age():
@@ -188,8 +190,6 @@ def test_teacher_spec_picks_the_landmark_model_and_refuses_unknown_ones():
 @pytest.mark.slow
 def test_a_batch_of_crops_gives_each_crop_its_own_pose(clip):
     """The landmarker batches the persons of a frame: a batch gives what each crop gives alone."""
-    from streampose.detect.boxes import framing
-    from streampose.stream.crops import cut_square
     from streampose.teachers.blazepose import CROP, Landmarker
     from streampose.teachers.topdown import TopDownConfig
 
