@@ -35,6 +35,7 @@ WALKER_IOU = 0.3
 def walker_boxes(max_side: int) -> dict[int, list[float]]:
     """Frame index -> the top-down teacher's box of the Sports2D walker (see the module docstring)."""
     from streampose import sources
+    from streampose.poses.metrics import farthest_travelled
     from streampose.sources.samples import sample_clip
     from streampose.stream import stages
     from streampose.teachers.topdown import TopDownTeacher
@@ -48,13 +49,7 @@ def walker_boxes(max_side: int) -> dict[int, list[float]]:
                 tracks.setdefault(p.track_id, {})[frame.index] = p.box
     finally:
         teacher.close()
-
-    def travel(boxes: dict[int, np.ndarray]) -> float:
-        centres = np.array([(b[:2] + b[2:]) / 2 for _, b in sorted(boxes.items())])
-        return float(np.linalg.norm(np.diff(centres, axis=0), axis=1).sum()) if len(centres) > 1 else 0.0
-
-    walker = max(tracks.values(), key=travel)
-    return {i: [float(v) for v in b] for i, b in walker.items()}
+    return {i: [float(v) for v in b] for i, b in farthest_travelled(tracks).items()}
 
 
 def run_clip(clip: str, backend, args: argparse.Namespace) -> list[dict]:
@@ -91,6 +86,7 @@ def walker_followed(lines: list[dict], walker: dict[int, list[float]]) -> dict:
     ids; and, to tell following from posing, the frames where some track's crop is on him (his box
     centre inside the square the student looked at, the square at most 2x his height)."""
     from streampose.detect.boxes import iou_matrix
+    from streampose.poses.metrics import square_on
 
     hits, on_him, ids = 0, 0, set()
     for line in lines:
@@ -103,13 +99,7 @@ def walker_followed(lines: list[dict], walker: dict[int, list[float]]) -> dict:
         if best[0] > WALKER_IOU:
             hits += 1
             ids.add(best[1])
-        centre, height = (truth[:2] + truth[2:]) / 2, truth[3] - truth[1]
-        on_him += any(
-            (np.array(p["crop"][:2]) <= centre).all()
-            and (centre <= np.array(p["crop"][2:])).all()
-            and p["crop"][2] - p["crop"][0] <= 2 * height
-            for p in line["persons"]
-        )
+        on_him += any(square_on(p["crop"], truth) for p in line["persons"])
     n = len(walker)
     return {
         "walker_frames": n,

@@ -14,6 +14,7 @@ import pytest
 from conftest import train_micro
 from streampose import sources
 from streampose.cli import main
+from streampose.poses.metrics import farthest_travelled, square_on
 from streampose.poses.skeletons import get_skeleton
 from streampose.stream import stages
 from streampose.stream.crops import person_crops
@@ -79,20 +80,14 @@ def test_the_sports2d_walker_is_tracked_with_one_id(people, student, clip, tmp_p
         if "sports2d" in labels.source:
             for p in labels.persons:
                 tracks.setdefault(p.track_id, {})[labels.index] = p.box
-    travel = {t: sum(np.linalg.norm(np.diff([(b[:2] + b[2:]) / 2 for b in boxes.values()], axis=0), axis=1))
-              for t, boxes in tracks.items()}  # fmt: skip
-    walker = tracks[max(travel, key=travel.get)]
+    walker = farthest_travelled(tracks)
     path = clip("sports2d")
     args = ["predict", str(path), "--checkpoint", str(student), "--poses", str(tmp_path / "p.jsonl")]
     assert main([*args, "--max-side", str(MAX_SIDE), "--json"]) == 0
     lines = {line["frame"]: line for line in map(json.loads, (tmp_path / "p.jsonl").read_text().splitlines())}
     on_him, ids = 0, set()
     for index, box in walker.items():
-        centre, height = (box[:2] + box[2:]) / 2, box[3] - box[1]
-        for p in lines[index]["persons"]:
-            crop = np.array(p["crop"])
-            if (crop[:2] <= centre).all() and (centre <= crop[2:]).all() and crop[2] - crop[0] <= 2 * height:
-                on_him, ids = on_him + 1, ids | {p["id"]}
-                break
+        on = [p["id"] for p in lines[index]["persons"] if square_on(p["crop"], box, max_ratio=2.0)]
+        on_him, ids = on_him + bool(on), ids | set(on[:1])
     assert len(walker) >= 70 and on_him >= 0.9 * len(walker), (on_him, len(walker))
     assert len(ids) == 1, ids

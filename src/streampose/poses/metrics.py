@@ -1,4 +1,5 @@
-"""Pose metrics between a prediction and the teacher's labels, on visible joints only.
+"""Pose metrics between a prediction and the teacher's labels, on visible joints only; and the
+two measures of following a person through a video that `predict`'s benchmark and tests share.
 
 Both poses are aligned at the root first (the student's root need not be exactly zero).
 PA-MPJPE additionally removes rotation, translation and scale by a Procrustes fit, so it
@@ -58,3 +59,23 @@ def pose_metrics(
         "pa_mpjpe_mm": float(pa_err.mean() * 1000),
         "pck_150mm": float((err < 0.15).mean()),
     }
+
+
+def farthest_travelled(tracks: dict[int, dict[int, np.ndarray]]) -> dict[int, np.ndarray]:
+    """Of tracks given as {track id: {frame index: box}}, the one whose box centre travels
+    farthest (a person crossing the frame rather than standing): its {frame index: box}."""
+
+    def travel(boxes: dict[int, np.ndarray]) -> float:
+        centres = np.array([(np.asarray(b[:2]) + np.asarray(b[2:])) / 2 for _, b in sorted(boxes.items())])
+        return float(np.linalg.norm(np.diff(centres, axis=0), axis=1).sum()) if len(centres) > 1 else 0.0
+
+    return max(tracks.values(), key=travel)
+
+
+def square_on(square, box, max_ratio: float = 2.0) -> bool:
+    """Whether a tracker's square (x0, y0, x1, y1) is on the person in `box`: the box's centre
+    inside it, and its side at most `max_ratio` times the box's height (not a square grown to a group)."""
+    square, box = np.asarray(square, np.float64), np.asarray(box, np.float64)
+    centre = (box[:2] + box[2:]) / 2
+    inside = bool((square[:2] <= centre).all() and (centre <= square[2:]).all())
+    return inside and square[2] - square[0] <= max_ratio * (box[3] - box[1])
