@@ -71,10 +71,8 @@ class Landmarker:
         self._batch = 0
 
     def __call__(self, crops: np.ndarray) -> CropPoses:
-        """Poses of (N, 256, 256, 3) uint8 RGB crops."""
+        """Poses of (N, 256, 256, 3) uint8 RGB crops, N >= 1."""
         n = len(crops)
-        if n == 0:
-            return CropPoses(*(np.zeros(s, np.float32) for s in [(0, 33, 2), (0, 33), (0, 33, 3), (0, 2, 2), (0,)]))
         if n != self._batch:  # resized only when the batch size changes
             self._interpreter.resize_tensor_input(self._input, [n, CROP, CROP, 3])
             with native_chatter_filtered():  # LiteRT announces its CPU delegate as it allocates

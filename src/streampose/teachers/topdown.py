@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -48,6 +49,16 @@ class _Followed:
     roi: Roi
     box: np.ndarray
     fresh: bool = True
+
+
+class _Seen(NamedTuple):
+    """A pose that passed every gate: whose crop it came from, how well it fits the box that crop
+    was cut for (IoU), and the crop to follow it with."""
+
+    followed: _Followed
+    person: PersonLabel
+    fit: float
+    roi: Roi
 
 
 @dataclass
@@ -121,43 +132,42 @@ class TopDownTeacher:
         self._frame += 1
         found = self._look(frame, self._followed, [])
         kept = self._without_duplicates(found)
-        seen = {id(f) for f, p, _ in found if any(p is k for k in kept)}
-        missed = [f for f in self._followed if id(f) not in seen]
+        missed = [f for f in self._followed if f not in (s.followed for s in kept)]
         if missed and kept:  # a second look, everyone found so far blurred out
-            found += self._look(frame, missed, kept)
+            found += self._look(frame, missed, [s.person for s in kept])
             kept = self._without_duplicates(found)
         followed_before, self._followed = self._followed, []
-        for followed, person, roi in found:
-            if any(person is k for k in kept) and followed not in self._followed:
-                followed.roi, followed.box, followed.fresh = roi, person.box, False
-                self._followed.append(followed)
+        for seen in kept:
+            if seen.followed not in self._followed:
+                seen.followed.roi, seen.followed.box, seen.followed.fresh = seen.roi, seen.person.box, False
+                self._followed.append(seen.followed)
         self._lost = any(not f.fresh for f in followed_before if f not in self._followed)
+        kept_persons = [s.person for s in kept]
         ids = self._tracker.update(
-            np.stack([p.box for p in kept]) if kept else np.zeros((0, 4), np.float32),
-            [p.joints2d for p in kept],
-            [p.visibility for p in kept],
+            np.stack([p.box for p in kept_persons]) if kept else np.zeros((0, 4), np.float32),
+            [p.joints2d for p in kept_persons],
+            [p.visibility for p in kept_persons],
         )
-        for person, track_id in zip(kept, ids, strict=True):
+        for person, track_id in zip(kept_persons, ids, strict=True):
             person.track_id = track_id
-        return kept
+        return kept_persons
 
-    def _look(
-        self, frame: np.ndarray, followed: list[_Followed], hide: list[PersonLabel]
-    ) -> list[tuple[_Followed, PersonLabel, Roi]]:
+    def _look(self, frame: np.ndarray, followed: list[_Followed], hide: list[PersonLabel]) -> list[_Seen]:
         """Each followed person's pose on their crop, with the bodies of `hide` blurred out (the
         landmark model labels whoever a crop shows best: a person in front can take the crop of
-        the person behind), and the crop to follow them with; only the poses every gate passes."""
+        the person behind); only the poses every gate passes."""
+        if not followed:
+            return []
         cuts = [cut_square(frame, *f.roi[:2], CROP, f.roi[2]) for f in followed]
         for crop, matrix in cuts:
             for person in hide:
                 self._hide_body(crop, matrix, person)
-        poses = self.landmarker(np.stack([c for c, _ in cuts]) if cuts else np.zeros((0, CROP, CROP, 3), np.uint8))
-        found = []
-        for i, (f, (_, matrix)) in enumerate(zip(followed, cuts, strict=True)):
-            seen = self._person(poses, i, invert_affine(matrix), f)
-            if seen is not None:
-                found.append((f, *seen))
-        return found
+        poses = self.landmarker(np.stack([c for c, _ in cuts]))
+        seen = [
+            self._person(poses, i, invert_affine(m), f)
+            for i, (f, (_, m)) in enumerate(zip(followed, cuts, strict=True))
+        ]
+        return [s for s in seen if s is not None]
 
     @staticmethod
     def _hide_body(crop: np.ndarray, matrix: np.ndarray, person: PersonLabel) -> None:
@@ -169,9 +179,9 @@ class TopDownTeacher:
         blurred = cv2.GaussianBlur(crop, (0, 0), sigmaX=crop.shape[0] / 16)
         crop[mask > 0] = blurred[mask > 0]
 
-    def _person(self, poses, i: int, back: np.ndarray, followed: _Followed) -> tuple[PersonLabel, Roi] | None:
-        """Crop `i`'s pose in frame coordinates and the crop to follow it with, or None when a gate
-        rejects it."""
+    def _person(self, poses, i: int, back: np.ndarray, followed: _Followed) -> _Seen | None:
+        """Crop `i`'s pose in frame coordinates (`back`: the crop's matrix back to the frame), or
+        None when a gate rejects it."""
         cfg = self.config
         if poses.presence[i] < cfg.min_presence:
             return None
@@ -180,12 +190,12 @@ class TopDownTeacher:
         if int((visibility >= 0.5).sum()) < cfg.min_visible:
             return None
         box = box_of(joints2d, visibility, self._size)
-        if iou_matrix(box, followed.box)[0, 0] < cfg.min_pose_iou:
+        fit = float(iou_matrix(box, followed.box)[0, 0])
+        if fit < cfg.min_pose_iou:
             return None  # someone else: not the person the detector boxed, or seen last frame
-        angle = followed.roi[2]
-        turn = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]], np.float32)
         joints3d = poses.joints3d[i].copy()
-        joints3d[:, :2] = joints3d[:, :2] @ turn.T  # the crop's axes back to the frame's
+        turn = back[:, :2] / np.hypot(*back[0, :2])  # the rotation in the crop's matrix back to the frame
+        joints3d[:, :2] = joints3d[:, :2] @ turn.T.astype(np.float32)  # the crop's axes to the frame's
         person = PersonLabel(
             joints3d=joints3d - self.skeleton.root_of(joints3d),
             joints2d=joints2d,
@@ -193,20 +203,22 @@ class TopDownTeacher:
             box=box,
             score=float(poses.visibility[i].mean()),
         )
-        return person, roi_from_alignment(*apply_affine(back, poses.alignment[i]))
+        return _Seen(followed, person, fit, roi_from_alignment(*apply_affine(back, poses.alignment[i])))
 
-    def _without_duplicates(self, found: list[tuple[_Followed, PersonLabel, Roi]]) -> list[PersonLabel]:
+    def _without_duplicates(self, found: list[_Seen]) -> list[_Seen]:
         """One pose of every group on the same joints (two crops, one person): the one that fits
         the box its crop was cut for best (the other crop's person may be behind it, and gets a
         second look), then the more confident."""
-        kept: list[PersonLabel] = []
-        fit = {id(p): float(iou_matrix(p.box, f.box)[0, 0]) for f, p, _ in found}
-        for p in sorted((p for _, p, _ in found), key=lambda p: (-fit[id(p)], -p.score)):
+        kept: list[_Seen] = []
+        for seen in sorted(found, key=lambda s: (-s.fit, -s.person.score)):
+            p = seen.person
             pose = (p.joints2d, p.visibility, p.box)
             if all(
-                joint_distance(pose, (k.joints2d, k.visibility, k.box)) > self.config.duplicate_distance for k in kept
+                joint_distance(pose, (k.person.joints2d, k.person.visibility, k.person.box))
+                > self.config.duplicate_distance
+                for k in kept
             ):
-                kept.append(p)
+                kept.append(seen)
         return kept
 
     def close(self) -> None:
