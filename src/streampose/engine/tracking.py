@@ -308,7 +308,7 @@ class Tracker:
             poses.append(
                 Pose(
                     guess.joints2d, guess.joints3d, guess.visibility, guess.confidence, box, crop,
-                    tracked=cand.origin is not None, init=cand.init, track_id=self._update(cand, guess, detected),
+                    tracked=cand.origin is not None, init=cand.init, track_id=self._update(cand, guess, vouched[k]),
                 )
             )  # fmt: skip
         seen = {p.track_id for p in poses}
@@ -322,8 +322,9 @@ class Tracker:
                 self._look_again = True
         return sorted(poses, key=lambda p: p.track_id)
 
-    def _update(self, cand: _Candidate, guess: _Guess, detected: bool) -> int:
-        """Carry a reported pose's track to the next frame (a new one gets an id); its id."""
+    def _update(self, cand: _Candidate, guess: _Guess, vouched: bool) -> int:
+        """Carry a reported pose's track to the next frame (a new one gets an id); its id.
+        `vouched`: the detector vouches for it (`_vouched`)."""
         if cand.origin is None:
             assert cand.anchor is not None  # new tracks start from a detection or --box
             track_id, self._next_id = self._next_id, self._next_id + 1
@@ -333,7 +334,7 @@ class Tracker:
             track_id, track = cand.origin, self._tracks[cand.origin]
             if cand.anchor is not None:
                 track.anchor, track.anchor_square = cand.anchor, self._frame_box(cand.anchor)
-            track.vouched = self._vouched(cand, detected)
+            track.vouched = vouched
         track.misses = 0
         self.track_ids.add(track_id)
         if guess.confidence < self.config.trust:
