@@ -89,13 +89,11 @@ def source_videos(args: argparse.Namespace, specs: list[str], *, max_videos: int
     """Pipeline head shared by label and eval: refs resolved lazily, fetched one at a time; a file or
     URL the user named that fails stops the command, a search result that fails is skipped.
     `max_videos` caps the refs tried (label instead caps the videos that decode, after this)."""
+    filters = source_filters(args)
     stream = sources.refs(
-        specs,
-        max_videos=max_videos,
-        loop=getattr(args, "loop", False),
-        filters=sources.SourceFilters(**source_filters(args)),
+        specs, max_videos=max_videos, loop=getattr(args, "loop", False), filters=sources.SourceFilters(**filters)
     )
-    return stages.videos(stream, max_bytes=int(args.max_video_mb * 1e6), handler=stages.raise_named_skip_searched)
+    return stages.videos(stream, max_bytes=filters["max_bytes"], handler=stages.raise_named_skip_searched)
 
 
 def frame_total(args: argparse.Namespace) -> int | None:
