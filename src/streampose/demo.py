@@ -16,6 +16,7 @@ from pathlib import Path
 
 from streampose.engine.evaluate import evaluate, summary_line
 from streampose.engine.train import TrainConfig, train
+from streampose.files import atomic_write
 from streampose.model.backends import open_backend
 from streampose.model.student import STUDENT_SIZES
 from streampose.options import progress, tick
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     skeleton = teacher_class(cfg.teacher).skeleton
     report = write_report(out / "report.png", out / "metrics.jsonl", evals, skeleton)
     summary = {name: {k: v for k, v in r.items() if k != "examples"} for name, r in evals.items()}
-    (out / "eval.json").write_text(json.dumps(summary, indent=2))
+    atomic_write(out / "eval.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
     print(
         f"\nrun folder {out}/:\n  last.pt        the student checkpoint\n  best.pt        the best by held-out PA-MPJPE"
         f"\n  metrics.jsonl  training and validation metrics"
