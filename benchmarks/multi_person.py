@@ -21,6 +21,7 @@ from benchutil import load1, timed_repeats
 
 from streampose import sources
 from streampose.detect.boxes import framing
+from streampose.engine.label import label
 from streampose.sources.samples import sample_clip
 from streampose.stream import stages
 from streampose.stream.crops import cut_square
@@ -77,26 +78,21 @@ def agreement(teacher, other, clips: list[str]) -> dict:
 
 
 def label_clip(teacher, clip: str, max_frames: int | None) -> dict:
-    stream = stages.frames(stages.videos(sources.refs([str(sample_clip(clip))])), max_frames=max_frames)
-    frames = labelled = persons = 0
-    tracks: set[int] = set()
-    t0, c0 = time.perf_counter(), time.process_time()
-    for _, _, labels in stages.labelled(teacher, stream):
-        frames += 1
-        labelled += bool(labels.persons)
-        persons += len(labels.persons)
-        tracks.update(p.track_id for p in labels.persons)
-    wall = time.perf_counter() - t0
+    """One clip through `engine.label.label`, what `streampose label` runs (decoding a few frames
+    ahead in a thread), with its wall time and the cores it used."""
+    c0 = time.process_time()
+    counts = label(stages.videos(sources.refs([str(sample_clip(clip))])), teacher, max_frames=max_frames)
+    wall = counts.seconds
     return {
         "teacher": teacher.name,
         "clip": clip,
-        "frames": frames,
-        "labelled_frames": labelled,
-        "persons": persons,
-        "tracks": len(tracks),
-        "persons_per_labelled_frame": round(persons / max(labelled, 1), 2),
-        "frames_per_s": round(frames / wall, 2),
-        "persons_per_s": round(persons / wall, 2),
+        "frames": counts.frames,
+        "labelled_frames": counts.labelled_frames,
+        "persons": counts.persons,
+        "tracks": counts.tracks,
+        "persons_per_labelled_frame": round(counts.persons / max(counts.labelled_frames, 1), 2),
+        "frames_per_s": round(counts.frames / wall, 2),
+        "persons_per_s": round(counts.persons / wall, 2),
         "cores": round((time.process_time() - c0) / wall, 2),
         "load1": round(load1(), 2),
     }
