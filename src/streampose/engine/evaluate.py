@@ -164,5 +164,7 @@ def summary_line(result: dict) -> str:
 
     return (
         f"{result['persons']} persons in {result['frames']} frames ({result['backend']}): MPJPE {mm('mpjpe_mm')}, "
-        f"PA-MPJPE {mm('pa_mpjpe_mm')}, PCK@150mm {result['pck_150mm']:.2f}"
+        f"rotation-aligned {mm('rot_mpjpe_mm')}, PA-MPJPE {mm('pa_mpjpe_mm')}, PCK@150mm {result['pck_150mm']:.2f}, "
+        f"facing off by {result['yaw_error_deg']:.0f} deg (median), "
+        f"{100 * result['turned_share']:.0f} % turned > 90 deg"
     )

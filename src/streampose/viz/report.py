@@ -55,7 +55,8 @@ def write_report(path: str | Path, metrics_jsonl: str | Path, evals: dict[str, d
 
     ax = fig.add_subplot(grid[1, :])
     ax.axis("off")
-    header = ["eval", "persons", "MPJPE mm", "mean-pose MPJPE", "PA-MPJPE mm", "mean-pose PA", "PCK@150"]
+    header = ["eval", "persons", "MPJPE mm", "mean-pose MPJPE", "PA-MPJPE mm", "mean-pose PA", "PCK@150", "yaw err",
+              "turned >90"]  # fmt: skip
     rows = [
         [
             name,
@@ -65,6 +66,8 @@ def write_report(path: str | Path, metrics_jsonl: str | Path, evals: dict[str, d
             f"{r['pa_mpjpe_mm']:.0f}",
             f"{r['baseline_pa_mpjpe_mm']:.0f}",
             f"{r['pck_150mm']:.2f}",
+            f"{r['yaw_error_deg']:.0f} deg",
+            f"{100 * r['turned_share']:.0f} %",
         ]
         for name, r in evals.items()
         if r.get("persons")
