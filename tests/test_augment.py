@@ -281,3 +281,60 @@ def test_to_model_inputs_layout_and_values() -> None:
     expected = (pixel / 255.0 - np.array(IMAGE_MEAN)) / np.array(IMAGE_STD)
     np.testing.assert_allclose(image[2, :, 40, 17].numpy(), expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(inputs["joints2d"].numpy(), batch["joints2d"])
+
+
+def _silhouette_batch(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Dot crops (persons) each with a disc as its silhouette, one background crop (nobody, all
+    visibility 0) and one person without a silhouette (an all-zero mask)."""
+    batch = _dot_batch(6, rng)
+    yy, xx = np.mgrid[:S, :S]
+    disc = ((xx - S / 2) ** 2 + (yy - S / 2) ** 2 <= (S / 4) ** 2).astype(np.uint8) * 255
+    batch["mask"] = np.repeat(disc[None], 6, axis=0)
+    batch["image"][4] = rng.integers(0, 256, (S, S, 3), dtype=np.uint8)  # the background crop
+    batch["visibility"][4] = 0.0
+    batch["mask"][4] = 0
+    batch["mask"][5] = 0  # a person the teacher gave no silhouette
+    return batch
+
+
+def test_background_replacement_keeps_the_person_and_changes_the_rest() -> None:
+    batch = _silhouette_batch(np.random.default_rng(20))
+    config = dataclasses.replace(AugmentConfig.off(), background=True, background_p=1.0)
+    out = augment_batch(batch, PERM, config, np.random.default_rng(4))
+    person, room = batch["mask"][0] == 255, batch["mask"][0] == 0
+    images = out["image"]
+    for i in range(4):
+        np.testing.assert_array_equal(images[i][person], batch["image"][i][person])  # the person's pixels
+        changed = (images[i][room] != batch["image"][i][room]).any(axis=-1).mean()
+        assert changed > 0.5, f"crop {i}: only {changed:.0%} of the room was replaced"
+        # The room now comes from another crop of the batch: the background crop as it is, or a
+        # person crop's tiles (every pixel value drawn from that crop).
+        donors = [j for j in range(6) if j != i]
+        from_donor = [np.isin(images[i][room].reshape(-1), batch["image"][j].reshape(-1)).mean() for j in donors]
+        assert max(from_donor) > 0.99
+    np.testing.assert_array_equal(images[4:], batch["image"][4:])  # no silhouette: left as it is
+    for key in ("joints3d", "joints2d", "visibility"):
+        np.testing.assert_array_equal(out[key], batch[key])  # labels untouched
+    assert "mask" not in out  # used up: it does not travel to the model
+
+
+def test_a_person_put_on_the_background_crop_gets_its_pixels_in_place() -> None:
+    """The background crop is used as it is (not tiled): where the mask is 0 the pixels are its own."""
+    batch = _silhouette_batch(np.random.default_rng(21))
+    config = dataclasses.replace(AugmentConfig.off(), background=True, background_p=1.0)
+    hits = 0
+    for seed in range(40):
+        out = augment_batch(batch, PERM, config, np.random.default_rng(seed))
+        room = batch["mask"][0] == 0
+        for i in range(4):
+            if (out["image"][i][room] == batch["image"][4][room]).all():
+                hits += 1
+    assert hits > 10  # about one in five draws picks the background crop
+
+
+def test_enabling_background_does_not_change_the_geometry_drawn() -> None:
+    batch = _silhouette_batch(np.random.default_rng(22))
+    on = augment_batch(batch, PERM, dataclasses.replace(AugmentConfig(), background_p=1.0), np.random.default_rng(5))
+    off = augment_batch(batch, PERM, dataclasses.replace(AugmentConfig(), background=False), np.random.default_rng(5))
+    for key in ("joints3d", "joints2d", "visibility"):
+        np.testing.assert_array_equal(on[key], off[key])

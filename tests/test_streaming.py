@@ -198,7 +198,9 @@ AUDIT_SCRIPT = textwrap.dedent(
     violations = audit.stop()
     with open(os.path.join(out, "audit.json"), "w") as f:
         home_new = sorted(in_home() - home_before)  # native writes the audit hook cannot see
-        json.dump({"draws": draws, "violations": violations, "stats": buffer.stats(), "home_new": home_new}, f)
+        masked = int((buffer.snapshot()["mask"].max(axis=(1, 2)) > 127).sum())  # composited while audited
+        json.dump({"draws": draws, "violations": violations, "stats": buffer.stats(), "home_new": home_new,
+                   "masked": masked}, f)
     """
 )
 
@@ -227,6 +229,7 @@ def test_streaming_writes_nothing_outside_the_output_folder(sports2d, tmp_path, 
     report = json.loads((out / "audit.json").read_text())
     assert report["draws"] >= 320
     assert report["stats"]["inserted"] > 0
+    assert (report["masked"] > 0) == (teacher == "topdown")  # silhouettes, and so background replacement
     assert report["violations"] == []
     assert report["home_new"] == [], "native code wrote into the home folder"
     provenance = [json.loads(line) for line in (out / "provenance.jsonl").read_text().splitlines()]

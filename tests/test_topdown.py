@@ -141,6 +141,34 @@ def test_topdown_labels_every_person_with_stable_tracks(clip, tmp_path):
 
 
 @pytest.mark.slow
+def test_each_person_carries_the_teachers_silhouette_into_their_crop_and_not_into_labels_files(clip):
+    """The landmark model's segmentation comes with every pose: in the training crop it covers the
+    person's torso joints and not the crop's corners (the room), and no labels file holds it."""
+    from streampose.stream.crops import crop_person
+    from streampose.teachers.topdown import TopDownTeacher
+
+    frames = [f.image for f in decode_frames(clip("pose2sim-multi-cam01").read_bytes(), "c", stride=25, max_side=720)]
+    teacher = TopDownTeacher(threads=1)
+    sk = teacher.skeleton
+    torso = [sk.index(n) for n in ("left_shoulder", "right_shoulder", "left_hip", "right_hip")]
+    try:
+        teacher.start_video(frames[0].shape[:2])
+        persons = [(f, p) for f in frames for p in teacher.label([f])[0]]
+        assert len(persons) >= 6
+        for frame, p in persons:
+            assert p.silhouette is not None and "silhouette" not in p.to_dict()
+            sample = crop_person(frame, p, source="c", frame_index=0, size=128)
+            if sample is None:
+                continue
+            inside = [j for j in torso if p.visibility[j] >= 0.5]
+            x, y = np.rint(sample.joints2d[inside]).astype(int).clip(0, 127).T
+            assert (sample.mask[y, x] > 128).mean() >= 0.75, "the silhouette misses the torso"
+            assert sample.mask[[0, 0, -1, -1], [0, -1, 0, -1]].max() < 128, "the silhouette covers the room"
+    finally:
+        teacher.close()
+
+
+@pytest.mark.slow
 def test_two_people_one_half_behind_the_other_are_both_labelled(clip):
     """Pose2Sim multi-person cam03: the composited woman and the man cross, one half hiding the
     other for a third of the clip (the crop of the one behind shows the one in front best)."""

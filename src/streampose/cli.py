@@ -251,13 +251,14 @@ def add_train_parser(sub, defaults: dict, name: str = "train", about: str = "tra
     config_option(p, "--producers", help="producer count, or auto: from the cores and the trainer's device")
     for flag in ("--steps", "--batch-size", "--lr", "--warmup", "--crop-size", "--buffer-gb", "--seed"):
         config_option(p, flag)
-    for flag in ("--stride", "--max-side", "--loss-3d", "--loss-2d", "--loss-vis", "--save-every", "--log-every"):
+    for flag in ("--stride", "--max-side", "--loss-3d", "--loss-2d", "--loss-vis", "--save-every", "--log-every",
+                 "--val-every", "--val-gb", "--val-stride"):  # fmt: skip
         config_option(p, flag)
     config_option(p, "--val", str, action="extend", nargs="+", metavar="SOURCE",
                   help="held-out SOURCEs (repeatable): scored every --val-every steps; best.pt")  # fmt: skip
-    for flag in ("--val-every", "--val-gb", "--val-stride"):
-        config_option(p, flag)
     config_option(p, "--negatives", help="fraction of training crops that show nobody (calibrates confidence)")
+    config_option(p, "--background", help="share of person crops put in front of another background (topdown)")
+    config_option(p, "--rotate-degrees", help="in-plane rotation augmentation: +- this many degrees (0: none)")
     p.add_argument("--no-augment", dest="augment", action="store_false")
     p.add_argument("--compile", action="store_true", help="torch.compile the student")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")

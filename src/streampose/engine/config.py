@@ -35,6 +35,10 @@ class TrainConfig:
     # Fraction of training crops that show no person (all visibility 0): what makes the student's
     # confidence mean "a person is here" (docs/student.md).
     negatives: float = 0.1
+    # Share of person crops composited onto another crop's background (the teacher's segmentation;
+    # `stream.augment.composite`), so the room cannot tell the student which way a person faces.
+    background: float = 0.5
+    rotate_degrees: float = 30.0  # in-plane rotation augmentation's range, +-; 0 turns it off
     crop_size: int = CROP_SIZE
     buffer_gb: float = 1.0
     min_fill: int = 256

@@ -135,7 +135,10 @@ class Trainer:
         if self.buffer is None:
             self.buffer, self.pool = self._live_stream()
             self.pool.start()
-        augment = AugmentConfig() if cfg.augment else AugmentConfig.off()
+        augment = AugmentConfig(
+            background=cfg.background > 0, background_p=cfg.background, rotate=cfg.rotate_degrees > 0,
+            max_degrees=cfg.rotate_degrees,
+        ) if cfg.augment else AugmentConfig.off()  # fmt: skip
         seed = cfg.seed + 7919 * rank.rank  # ranks draw different batches
         self.loader = BatchLoader(
             self.buffer, cfg.batch_size, self.skeleton.flip, augment, seed=seed, start_step=self.global_step,

@@ -20,8 +20,18 @@ from streampose.errors import StreamPoseError
 
 
 @dataclass
+class Silhouette:
+    """Where the person's body is, as the teacher's segmentation of its own crop: pixels, so it is
+    kept in memory with the label and never written to a labels file."""
+
+    mask: np.ndarray  # (H, W) uint8, probability x 255 that the pixel is the person
+    matrix: np.ndarray  # (2, 3) frame pixels -> mask pixels
+
+
+@dataclass
 class PersonLabel:
-    """One person in one frame."""
+    """One person in one frame. `silhouette` (when the teacher segments) stays in memory: it is
+    left out of `to_dict`, so labels files hold coordinates only."""
 
     joints3d: np.ndarray  # (J, 3) float32, metres, root-relative
     joints2d: np.ndarray  # (J, 2) float32, pixels
@@ -29,6 +39,7 @@ class PersonLabel:
     box: np.ndarray  # (4,) float32, x0, y0, x1, y1 in pixels
     track_id: int = 0
     score: float = 1.0
+    silhouette: Silhouette | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.joints3d = np.asarray(self.joints3d, dtype=np.float32)

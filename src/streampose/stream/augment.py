@@ -11,6 +11,12 @@ rotation of the image is a rotation of the camera about its optical (z) axis, so
 rotation is applied to 3D (x, y). Scale and shift only change where the person sits in the crop,
 not the root-relative 3D pose. Nothing changes a 3D bone length.
 
+Background replacement comes first: where the teacher segmented the person (the buffer's
+`mask`), the person is composited onto another crop of the batch, a background crop as it is or a
+person crop cut into shuffled tiles (no second body to read). A network can otherwise read which
+way a person faces from the room rather than the body: in one lab seen by fixed cameras, the
+background predicts the facing. Labels do not change; samples without a mask are left as they are.
+
 All random numbers for a batch are drawn up front in a fixed order, whatever is enabled, so
 turning one augmentation on or off does not change what the others draw for the same seed.
 """
@@ -54,11 +60,14 @@ class AugmentConfig:
     brightness: tuple[float, float] = (0.7, 1.3)
     contrast: tuple[float, float] = (0.7, 1.3)
     saturation: tuple[float, float] = (0.7, 1.3)
+    background: bool = True
+    background_p: float = 0.5
+    tiles: int = 4  # a person crop used as background is cut into tiles x tiles, shuffled
 
     @classmethod
     def off(cls) -> AugmentConfig:
         """Everything disabled: for evaluation, and as a base to enable one thing at a time."""
-        return cls(flip=False, scale_shift=False, rotate=False, colour=False)
+        return cls(flip=False, scale_shift=False, rotate=False, colour=False, background=False)
 
 
 def augment_batch(
@@ -71,7 +80,8 @@ def augment_batch(
 
     `flip_perm` is the skeleton's left/right permutation (``Skeleton.flip``): after a mirror
     the joint called left_wrist is the one that was the right wrist. Joints pushed out of the
-    crop get visibility 0. Keys other than image and the labels are passed through (copied).
+    crop get visibility 0. `mask` (the person's silhouette) is used up by background replacement;
+    other keys are passed through (copied).
     """
     images = batch["image"]
     n, size = images.shape[0], images.shape[1]
@@ -95,11 +105,17 @@ def augment_batch(
     factors = np.stack(
         [rng.uniform(*r, size=n) for r in (config.brightness, config.contrast, config.saturation)], axis=1
     )
+    do_background = rng.random(n) < config.background_p
+    donors = (np.arange(n) + 1 + rng.integers(0, max(n - 1, 1), size=n)) % n  # another sample of the batch
+    tile_orders = rng.permuted(np.tile(np.arange(config.tiles**2), (n, 1)), axis=1)
     do_flip &= config.flip
     do_scale_shift &= config.scale_shift
     do_rotate &= config.rotate
     do_colour &= config.colour
+    do_background &= config.background and n > 1
 
+    if "mask" in batch:
+        images = composite(images, batch["mask"], batch["visibility"], do_background, donors, tile_orders)
     # Colour first, so the black border the warp adds below stays black, as padding is at inference.
     images = colour_jitter(images, factors, do_colour)
 
@@ -136,8 +152,36 @@ def augment_batch(
     outside = ((joints2d < -0.5) | (joints2d > size - 0.5)).any(axis=-1)
     visibility[outside] = 0.0
 
-    out = {k: np.array(v, copy=True) for k, v in batch.items() if k not in ("image", *_LABEL_KEYS)}
+    out = {k: np.array(v, copy=True) for k, v in batch.items() if k not in ("image", "mask", *_LABEL_KEYS)}
     out.update(image=out_images, joints3d=joints3d, joints2d=joints2d, visibility=visibility)
+    return out
+
+
+def composite(
+    images: np.ndarray,
+    masks: np.ndarray,
+    visibility: np.ndarray,
+    where: np.ndarray,
+    donors: np.ndarray,
+    tile_orders: np.ndarray,
+) -> np.ndarray:
+    """Images `where` set, each person (`masks`, uint8 probability x 255, used as alpha) put in
+    front of image `donors[i]`: as it is when that crop shows nobody (all visibility 0), else cut
+    into `tile_orders`' shuffled tiles. A sample with no silhouette (an all-zero mask) is kept.
+    Returns a new array."""
+    out = np.array(images, copy=True)
+    size, tiles = images.shape[1], round(np.sqrt(tile_orders.shape[1]))
+    edges = np.linspace(0, size, tiles + 1).astype(int)
+    for i in np.flatnonzero(where):
+        if masks[i].max() < 128:
+            continue
+        donor = images[donors[i]]
+        if visibility[donors[i]].max() > 0:
+            cut = [donor[edges[r] : edges[r + 1], edges[c] : edges[c + 1]] for r in range(tiles) for c in range(tiles)]
+            shuffled = [cv2.resize(cut[k], (cut[j].shape[1], cut[j].shape[0])) for j, k in enumerate(tile_orders[i])]
+            donor = np.vstack([np.hstack(shuffled[r * tiles : (r + 1) * tiles]) for r in range(tiles)])
+        alpha = masks[i][..., None].astype(np.float32) * np.float32(1 / 255)
+        out[i] = np.rint(alpha * images[i] + (1 - alpha) * donor).astype(np.uint8)
     return out
 
 

@@ -65,6 +65,7 @@ class RingBuffer:
 
         n, s, j = capacity, self.crop_size, self.num_joints
         self._images = np.zeros((n, s, s, 3), dtype=np.uint8)
+        self._masks = np.zeros((n, s, s), dtype=np.uint8)  # all zero: no silhouette (augment.composite)
         self._joints3d = np.zeros((n, j, 3), dtype=np.float32)
         self._joints2d = np.zeros((n, j, 2), dtype=np.float32)
         self._visibility = np.zeros((n, j), dtype=np.float32)
@@ -92,8 +93,8 @@ class RingBuffer:
 
     @staticmethod
     def sample_nbytes(num_joints: int, crop_size: int) -> int:
-        """Bytes one slot takes: image, float32 labels and three int64 metadata fields."""
-        return crop_size * crop_size * 3 + num_joints * (3 + 2 + 1) * 4 + 3 * 8
+        """Bytes one slot takes: image, person mask, float32 labels and three int64 metadata fields."""
+        return crop_size * crop_size * 4 + num_joints * (3 + 2 + 1) * 4 + 3 * 8
 
     @property
     def nbytes(self) -> int:
@@ -103,6 +104,7 @@ class RingBuffer:
     def _arrays(self) -> tuple[np.ndarray, ...]:
         return (
             self._images,
+            self._masks,
             self._joints3d,
             self._joints2d,
             self._visibility,
@@ -128,6 +130,8 @@ class RingBuffer:
         s, j = self.crop_size, self.num_joints
         if sample.image.shape != (s, s, 3) or sample.image.dtype != np.uint8:
             raise ValueError(f"image must be ({s}, {s}, 3) uint8, got {sample.image.shape} {sample.image.dtype}")
+        if sample.mask is not None and (sample.mask.shape != (s, s) or sample.mask.dtype != np.uint8):
+            raise ValueError(f"mask must be ({s}, {s}) uint8, got {sample.mask.shape} {sample.mask.dtype}")
         if sample.joints3d.shape != (j, 3) or sample.joints2d.shape != (j, 2) or sample.visibility.shape != (j,):
             raise ValueError(
                 f"labels must have {j} joints, got 3D {sample.joints3d.shape}, 2D {sample.joints2d.shape}, "
@@ -140,6 +144,7 @@ class RingBuffer:
             if self.inserted >= self.capacity:
                 self.evicted += 1
             self._images[slot] = sample.image
+            self._masks[slot] = 0 if sample.mask is None else sample.mask
             self._joints3d[slot] = sample.joints3d
             self._joints2d[slot] = sample.joints2d
             self._visibility[slot] = sample.visibility
@@ -158,8 +163,9 @@ class RingBuffer:
 
         Blocks until at least `min_fill` samples are in and, with `max_replay` set, until the
         replay ratio (drawn / inserted) is back under it. After `close()` it stops waiting and
-        draws from whatever is there. Returns copies: image (B, S, S, 3) uint8, joints3d (B, J, 3),
-        joints2d (B, J, 2), visibility (B, J) float32.
+        draws from whatever is there. Returns copies: image (B, S, S, 3) uint8, mask (B, S, S) uint8
+        (zero where the teacher gave none), joints3d (B, J, 3), joints2d (B, J, 2), visibility (B, J)
+        float32.
         """
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
@@ -183,6 +189,7 @@ class RingBuffer:
             idx = (rng if rng is not None else self._rng).integers(0, fill, size=batch)
             out = {
                 "image": self._images[idx],
+                "mask": self._masks[idx],
                 "joints3d": self._joints3d[idx],
                 "joints2d": self._joints2d[idx],
                 "visibility": self._visibility[idx],
@@ -250,6 +257,7 @@ class RingBuffer:
             order = (start + np.arange(fill)) % self.capacity
             return {
                 "image": self._images[order],
+                "mask": self._masks[order],
                 "joints3d": self._joints3d[order],
                 "joints2d": self._joints2d[order],
                 "visibility": self._visibility[order],

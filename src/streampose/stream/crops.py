@@ -19,7 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from streampose.poses.labels import FrameLabels, PersonLabel
+from streampose.poses.labels import FrameLabels, PersonLabel, Silhouette
 
 # A person whose visible joints span fewer frame pixels than this (one joint, or a person far
 # away) still gets a square this big, so the crop shows some context instead of a magnified blob.
@@ -43,6 +43,9 @@ class Sample:
     source: str  # id of the video the frame came from
     frame: int  # frame index in that video
     track_id: int
+    #: (S, S) uint8, probability x 255 that a pixel is the person (the teacher's segmentation);
+    #: None when the teacher gives none, and for background crops
+    mask: np.ndarray | None = None
 
 
 def crop_matrix(center: tuple[float, float], side: float, size: int, angle: float = 0.0) -> np.ndarray:
@@ -138,7 +141,16 @@ def crop_person(
         source=source,
         frame=int(frame_index),
         track_id=int(person.track_id),
+        mask=None if person.silhouette is None else silhouette_in(person.silhouette, matrix, size),
     )
+
+
+def silhouette_in(silhouette: Silhouette, matrix: np.ndarray, size: int) -> np.ndarray:
+    """The teacher's person mask seen through a crop's `matrix` (frame -> crop pixels): (size, size)
+    uint8, zero where the teacher's own crop did not reach."""
+    back = invert_affine(silhouette.matrix)  # mask pixels -> frame pixels
+    composed = np.hstack([matrix[:, :2] @ back[:, :2], (matrix[:, :2] @ back[:, 2] + matrix[:, 2])[:, None]])
+    return cv2.warpAffine(silhouette.mask, composed, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
 
 
 def background_crops(

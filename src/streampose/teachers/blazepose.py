@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import expit
 
 from streampose import store
 from streampose.errors import TeacherUnavailable
@@ -40,6 +41,7 @@ class CropPoses:
     joints3d: np.ndarray  # (N, 33, 3) metres, hips' centre at the origin, axes of the crop
     alignment: np.ndarray  # (N, 2, 2): hips' centre, then the scale-and-direction point
     presence: np.ndarray  # (N,) the model's score that a person fills the crop
+    mask: np.ndarray  # (N, 256, 256) uint8: the model's person segmentation, probability x 255
 
 
 def roi_from_alignment(hips: np.ndarray, top: np.ndarray) -> tuple[tuple[float, float], float, float]:
@@ -65,9 +67,11 @@ class Landmarker:
         self._interpreter = Interpreter(model_path=path, num_threads=threads or os.cpu_count())
         self._input = self._interpreter.get_input_details()[0]["index"]
         # Outputs told apart by shape (their order differs between the files): 39 x 5 image
-        # landmarks, 39 x 3 world landmarks, one presence score; segmentation and heatmap unused.
+        # landmarks, 39 x 3 world landmarks, one presence score, the person's segmentation (logits
+        # at the input's size); the heatmap is unused.
         by_shape = {tuple(d["shape"][1:]): d["index"] for d in self._interpreter.get_output_details()}
         self._landmarks, self._world, self._presence = by_shape[(195,)], by_shape[(117,)], by_shape[(1,)]
+        self._mask = by_shape[(CROP, CROP, 1)]
         self._batch = 0
 
     def __call__(self, crops: np.ndarray) -> CropPoses:
@@ -84,12 +88,14 @@ class Landmarker:
         world = self._interpreter.get_tensor(self._world).reshape(n, -1, 3)
         # x, y are in input pixels with 0 at the crop's edge: minus 0.5 for pixel centres.
         points = landmarks[:, :, :2] - 0.5
+        mask_logits = self._interpreter.get_tensor(self._mask).reshape(n, CROP, CROP)
         return CropPoses(
             joints2d=points[:, :JOINTS].astype(np.float32),
             visibility=(1 / (1 + np.exp(-landmarks[:, :JOINTS, 3]))).astype(np.float32),
             joints3d=world[:, :JOINTS].astype(np.float32),
             alignment=points[:, JOINTS : JOINTS + 2].astype(np.float32),
             presence=self._interpreter.get_tensor(self._presence).reshape(n).astype(np.float32),
+            mask=(255 * expit(mask_logits)).astype(np.uint8),
         )
 
     def close(self) -> None:

@@ -33,7 +33,7 @@ from scipy.optimize import linear_sum_assignment
 from streampose.detect.boxes import framing, iou_matrix
 from streampose.detect.track import Tracker, joint_distance
 from streampose.detect.yolox import PersonDetector
-from streampose.poses.labels import PersonLabel, box_of, visible_in_frame
+from streampose.poses.labels import PersonLabel, Silhouette, box_of, visible_in_frame
 from streampose.poses.skeletons import get_skeleton
 from streampose.stream.crops import apply_affine, cut_square, invert_affine
 from streampose.teachers.blazepose import CROP, Landmarker, roi_from_alignment
@@ -163,10 +163,7 @@ class TopDownTeacher:
             for person in hide:
                 self._hide_body(crop, matrix, person)
         poses = self.landmarker(np.stack([c for c, _ in cuts]))
-        seen = [
-            self._person(poses, i, invert_affine(m), f)
-            for i, (f, (_, m)) in enumerate(zip(followed, cuts, strict=True))
-        ]
+        seen = [self._person(poses, i, m, f) for i, (f, (_, m)) in enumerate(zip(followed, cuts, strict=True))]
         return [s for s in seen if s is not None]
 
     @staticmethod
@@ -179,10 +176,10 @@ class TopDownTeacher:
         blurred = cv2.GaussianBlur(crop, (0, 0), sigmaX=crop.shape[0] / 16)
         crop[mask > 0] = blurred[mask > 0]
 
-    def _person(self, poses, i: int, back: np.ndarray, followed: _Followed) -> _Seen | None:
-        """Crop `i`'s pose in frame coordinates (`back`: the crop's matrix back to the frame), or
-        None when a gate rejects it."""
-        cfg = self.config
+    def _person(self, poses, i: int, matrix: np.ndarray, followed: _Followed) -> _Seen | None:
+        """Crop `i`'s pose in frame coordinates (`matrix`: frame to crop), or None when a gate
+        rejects it."""
+        cfg, back = self.config, invert_affine(matrix)
         if poses.presence[i] < cfg.min_presence:
             return None
         joints2d = apply_affine(back, poses.joints2d[i])
@@ -202,6 +199,7 @@ class TopDownTeacher:
             visibility=visibility,
             box=box,
             score=float(poses.visibility[i].mean()),
+            silhouette=Silhouette(poses.mask[i], matrix),
         )
         return _Seen(followed, person, fit, roi_from_alignment(*apply_affine(back, poses.alignment[i])))
 
