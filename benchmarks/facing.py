@@ -42,6 +42,9 @@ ARMS = {
     "background 0.5, no rotation": dict(background=0.5, rotate_degrees=0.0),
     "background 0.8, no rotation": dict(background=0.8, rotate_degrees=0.0),
     "background 0.5, rotation 10": dict(background=0.5, rotate_degrees=10.0),
+    "background 0.8": dict(background=0.8, rotate_degrees=30.0),
+    "background 0.5, cutout 0.5": dict(background=0.5, rotate_degrees=30.0, cutout=0.5),
+    "cutout 0.5": dict(background=0.0, rotate_degrees=30.0, cutout=0.5),
 }
 KEYS = ("turned_share", "yaw_error_deg", "mpjpe_mm", "rot_mpjpe_mm", "pa_mpjpe_mm", "pck_150mm")
 

@@ -338,3 +338,18 @@ def test_enabling_background_does_not_change_the_geometry_drawn() -> None:
     off = augment_batch(batch, PERM, dataclasses.replace(AugmentConfig(), background=False), np.random.default_rng(5))
     for key in ("joints3d", "joints2d", "visibility"):
         np.testing.assert_array_equal(on[key], off[key])
+
+
+def test_cutout_greys_a_square_and_keeps_the_labels() -> None:
+    batch = _dot_batch(6, np.random.default_rng(23))
+    config = dataclasses.replace(AugmentConfig.off(), cutout=True, cutout_p=1.0)
+    out = augment_batch(batch, PERM, config, np.random.default_rng(6))
+    for i in range(6):
+        grey = (out["image"][i] != batch["image"][i]).any(axis=-1)  # what changed
+        assert (out["image"][i][grey] == 128).all()
+        rows, cols = np.flatnonzero(grey.any(1)), np.flatnonzero(grey.any(0))
+        side = len(rows)
+        assert 0.15 * S <= side <= 0.5 * S and abs(len(cols) - side) <= 2  # one square, in the asked range
+        assert grey[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].mean() > 0.9  # (a pixel may have been 128)
+    for key in ("joints3d", "joints2d", "visibility"):
+        np.testing.assert_array_equal(out[key], batch[key])

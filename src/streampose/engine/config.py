@@ -39,6 +39,7 @@ class TrainConfig:
     # `stream.augment.composite`), so the room cannot tell the student which way a person faces.
     background: float = 0.5
     rotate_degrees: float = 30.0  # in-plane rotation augmentation's range, +-; 0 turns it off
+    cutout: float = 0.0  # share of crops with a grey square over part of them (an occluder)
     crop_size: int = CROP_SIZE
     buffer_gb: float = 1.0
     min_fill: int = 256

@@ -137,7 +137,7 @@ class Trainer:
             self.pool.start()
         augment = AugmentConfig(
             background=cfg.background > 0, background_p=cfg.background, rotate=cfg.rotate_degrees > 0,
-            max_degrees=cfg.rotate_degrees,
+            max_degrees=cfg.rotate_degrees, cutout=cfg.cutout > 0, cutout_p=cfg.cutout,
         ) if cfg.augment else AugmentConfig.off()  # fmt: skip
         seed = cfg.seed + 7919 * rank.rank  # ranks draw different batches
         self.loader = BatchLoader(

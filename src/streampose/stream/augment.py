@@ -63,11 +63,14 @@ class AugmentConfig:
     background: bool = True
     background_p: float = 0.5
     tiles: int = 4  # a person crop used as background is cut into tiles x tiles, shuffled
+    cutout: bool = False
+    cutout_p: float = 0.5
+    cutout_side: tuple[float, float] = (0.2, 0.5)  # the occluding square's side, fraction of the crop's
 
     @classmethod
     def off(cls) -> AugmentConfig:
         """Everything disabled: for evaluation, and as a base to enable one thing at a time."""
-        return cls(flip=False, scale_shift=False, rotate=False, colour=False, background=False)
+        return cls(flip=False, scale_shift=False, rotate=False, colour=False, background=False, cutout=False)
 
 
 def augment_batch(
@@ -108,16 +111,23 @@ def augment_batch(
     do_background = rng.random(n) < config.background_p
     donors = (np.arange(n) + 1 + rng.integers(0, max(n - 1, 1), size=n)) % n  # another sample of the batch
     tile_orders = rng.permuted(np.tile(np.arange(config.tiles**2), (n, 1)), axis=1)
+    do_cutout = rng.random(n) < config.cutout_p
+    cut_sides = rng.uniform(*config.cutout_side, size=n) * size
+    cut_corners = rng.uniform(0, 1, size=(n, 2)) * (size - cut_sides[:, None])
     do_flip &= config.flip
     do_scale_shift &= config.scale_shift
     do_rotate &= config.rotate
     do_colour &= config.colour
     do_background &= config.background and n > 1
+    do_cutout &= config.cutout
 
     if "mask" in batch:
         images = composite(images, batch["mask"], batch["visibility"], do_background, donors, tile_orders)
     # Colour first, so the black border the warp adds below stays black, as padding is at inference.
     images = colour_jitter(images, factors, do_colour)
+    for i in np.flatnonzero(do_cutout):  # an occluder in mid grey; the joints behind it keep their labels
+        (x0, y0), side = cut_corners[i].astype(int), int(cut_sides[i])
+        images[i, y0 : y0 + side, x0 : x0 + side] = 128
 
     out_images = np.empty_like(images)
     centre = np.full(2, (size - 1) / 2.0)
