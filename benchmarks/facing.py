@@ -27,12 +27,13 @@ from streampose.engine.config import TrainConfig
 from streampose.engine.evaluate import label_eval_set, score
 from streampose.engine.train import Trainer
 from streampose.model.backends import open_backend
+from streampose.poses.metrics import facing_stratum
 from streampose.sources import refs
 from streampose.sources.samples import sample_clip
 from streampose.stream import stages
 from streampose.stream.buffer import RingBuffer
 from streampose.stream.pipeline import ProducerConfig, labelled_samples
-from streampose.teachers import get_teacher
+from streampose.teachers import get_teacher, teacher_class
 
 #: Each arm's changes to the demo's TrainConfig.
 ARMS = {
@@ -45,6 +46,7 @@ ARMS = {
     "background 0.8": dict(background=0.8, rotate_degrees=30.0),
     "background 0.5, cutout 0.5": dict(background=0.5, rotate_degrees=30.0, cutout=0.5),
     "cutout 0.5": dict(background=0.0, rotate_degrees=30.0, cutout=0.5),
+    "background 0.8, balanced facing": dict(background=0.8, rotate_degrees=30.0, balance_facing=True),
 }
 KEYS = ("turned_share", "yaw_error_deg", "mpjpe_mm", "rot_mpjpe_mm", "pa_mpjpe_mm", "pck_150mm")
 
@@ -60,8 +62,9 @@ def training_samples(cfg: TrainConfig) -> list:
 
 
 def filled_buffer(samples: list, cfg: TrainConfig, joints: int) -> RingBuffer:
-    per_sample = RingBuffer.sample_nbytes(joints, cfg.crop_size)
-    buffer = RingBuffer(joints, cfg.crop_size, budget_bytes=(len(samples) + 1) * per_sample)
+    budget = (len(samples) + 1) * RingBuffer.sample_nbytes(joints, cfg.crop_size)
+    stratum = facing_stratum(teacher_class(cfg.teacher).skeleton) if cfg.balance_facing else None
+    buffer = RingBuffer(joints, cfg.crop_size, budget_bytes=budget, stratum=stratum)
     for sample in samples:
         buffer.put(sample)
     buffer.close()  # nothing more comes: draw from what is there

@@ -303,3 +303,21 @@ def test_stats_rates_and_replay_ratio() -> None:
     assert stats["frames_per_s"] > 0 and stats["persons_per_s"] > 0
     assert stats["frames_per_s"] / stats["persons_per_s"] == pytest.approx(10 / 3)
     assert stats["capacity"] == 8
+
+
+def test_draws_balance_persons_across_strata_and_keep_the_share_of_crops_of_nobody() -> None:
+    """90 persons of stratum 0, 10 of stratum 1 and 20 crops of nobody (id 0: visibility 0):
+    persons are drawn half from each stratum, and crops of nobody keep their uniform share."""
+    buf = _buffer(200, stratum=lambda joints3d: int(joints3d[0, 0] > 1000))
+    for sid in [*range(1, 91), *range(1001, 1011)]:
+        buf.put(_sample(sid))
+    for _ in range(20):
+        buf.put(_sample(0))
+    ids = np.array(_check_whole(buf.sample(20_000, rng=np.random.default_rng(0))))
+    nobody, rare = (ids == 0).mean(), (ids > 1000).mean()
+    assert abs(nobody - 20 / 120) < 0.02
+    assert abs(rare - (1 - nobody) / 2) < 0.02  # 10 persons drawn as often as the other 90
+    plain = _buffer(200)
+    for sid in [*range(1, 91), *range(1001, 1011)]:
+        plain.put(_sample(sid))
+    assert (np.array(_ids(plain.sample(20_000, rng=np.random.default_rng(0)))) > 1000).mean() < 0.15

@@ -76,3 +76,13 @@ def test_no_visible_joint_gives_nan_for_every_metric():
     target = _body(np.random.default_rng(4), 3)
     m = pose_metrics(target, target, np.zeros(target.shape[:2]), SKELETON)
     assert tuple(m) == METRIC_KEYS and all(np.isnan(v) for v in m.values())
+
+
+def test_facing_strata_split_the_turn_into_equal_sectors():
+    from streampose.poses.metrics import facing_stratum
+
+    stratum = facing_stratum(SKELETON, bins=8)
+    body = _body(np.random.default_rng(5), 1)
+    # yaw 0 (facing the camera) is at the edge of sectors 3 and 4; turning by 45 degrees moves one sector
+    bins = [stratum(_turned(body, d)[0]) for d in (20, 65, 110, 155, 200, 245, 290, 335)]
+    assert len(set(bins)) == 8

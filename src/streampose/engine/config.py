@@ -40,6 +40,7 @@ class TrainConfig:
     background: float = 0.5
     rotate_degrees: float = 30.0  # in-plane rotation augmentation's range, +-; 0 turns it off
     cutout: float = 0.0  # share of crops with a grey square over part of them (an occluder)
+    balance_facing: bool = False  # draw persons balanced over 8 facing bins (the teacher's torso yaw)
     crop_size: int = CROP_SIZE
     buffer_gb: float = 1.0
     min_fill: int = 256

@@ -36,6 +36,7 @@ from streampose.model.backends import pick_device
 from streampose.model.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from streampose.model.preprocess import IMAGE_MEAN, IMAGE_STD, preferred_layout
 from streampose.model.student import build_student
+from streampose.poses.metrics import facing_stratum
 from streampose.sources import SourceFilters, refs
 from streampose.sources.provenance import PendingEntries, ProvenanceLog
 from streampose.stream.augment import AugmentConfig
@@ -165,7 +166,7 @@ class Trainer:
         cfg, rank = self.cfg, self.rank
         buffer = RingBuffer(
             self.skeleton.num_joints, cfg.crop_size, budget_bytes=int(cfg.buffer_gb * 2**30), min_fill=cfg.min_fill,
-            max_replay=cfg.max_replay,
+            max_replay=cfg.max_replay, stratum=facing_stratum(self.skeleton) if cfg.balance_facing else None,
         )  # fmt: skip
         producer_cfg = ProducerConfig(
             stride=cfg.stride, max_side=cfg.max_side, max_frames=cfg.max_frames, crop_size=cfg.crop_size,

@@ -11,6 +11,8 @@ the room instead of the body gets the shape right and the facing wrong.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from streampose.poses.skeletons import Skeleton
@@ -60,6 +62,17 @@ def torso_yaw(joints3d: np.ndarray, skeleton: Skeleton) -> np.ndarray:
     across = joints3d[:, left].sum(1) - joints3d[:, right].sum(1)
     # Facing the camera (z forward, x right), the body's left side is on the image's right: +x.
     return np.arctan2(-across[:, 2], across[:, 0])
+
+
+def facing_stratum(skeleton: Skeleton, bins: int = 8) -> Callable[[np.ndarray], int]:
+    """A (J, 3) pose's facing bin (`bins` equal sectors of the torso's yaw), to balance draws over
+    which way people face (`RingBuffer(stratum=...)`)."""
+
+    def stratum(joints3d: np.ndarray) -> int:
+        yaw = float(torso_yaw(np.asarray(joints3d, np.float64)[None], skeleton)[0])
+        return int((yaw + np.pi) / (2 * np.pi) * bins) % bins
+
+    return stratum
 
 
 def yaw_errors(pred: np.ndarray, target: np.ndarray, skeleton: Skeleton) -> np.ndarray:

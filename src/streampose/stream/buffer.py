@@ -8,7 +8,9 @@ unbounded backlog of crops).
 
 Drawing is uniform with replacement, so the trainer never waits for a batch's worth of new data,
 but it can be told (`max_replay`) not to reuse each sample more than so many times on average,
-which keeps a fast trainer from overfitting a slow stream.
+which keeps a fast trainer from overfitting a slow stream. Given a `stratum` (which way a person
+faces, say), persons are drawn balanced across strata instead, so rare ones are not drowned;
+crops of nobody keep their share.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 
@@ -43,6 +46,7 @@ class RingBuffer:
         min_fill: int = 1,
         max_replay: float | None = None,
         rate_window_s: float = 10.0,
+        stratum: Callable[[np.ndarray], int] | None = None,
     ) -> None:
         self.num_joints = int(num_joints)
         self.crop_size = int(crop_size)
@@ -62,6 +66,7 @@ class RingBuffer:
         self.min_fill = min(int(min_fill), capacity)
         self.max_replay = max_replay
         self.rate_window_s = float(rate_window_s)
+        self.stratum = stratum  # a person's stratum (>= 0) from their 3D joints: draws balance across them
 
         n, s, j = capacity, self.crop_size, self.num_joints
         self._images = np.zeros((n, s, s, 3), dtype=np.uint8)
@@ -72,6 +77,7 @@ class RingBuffer:
         self._frame = np.zeros(n, dtype=np.int64)
         self._track_id = np.zeros(n, dtype=np.int64)
         self._source = np.zeros(n, dtype=np.int64)
+        self._strata = np.zeros(n, dtype=np.int64)  # -1 for crops of nobody
         # Touch every page now: the memory is then really committed at start-up (an
         # over-budget machine fails here, not with an OOM kill hours in), and the first pass
         # of puts does not pay page faults while holding the lock.
@@ -93,8 +99,8 @@ class RingBuffer:
 
     @staticmethod
     def sample_nbytes(num_joints: int, crop_size: int) -> int:
-        """Bytes one slot takes: image, person mask, float32 labels and three int64 metadata fields."""
-        return crop_size * crop_size * 4 + num_joints * (3 + 2 + 1) * 4 + 3 * 8
+        """Bytes one slot takes: image, person mask, float32 labels and four int64 metadata fields."""
+        return crop_size * crop_size * 4 + num_joints * (3 + 2 + 1) * 4 + 4 * 8
 
     @property
     def nbytes(self) -> int:
@@ -111,6 +117,7 @@ class RingBuffer:
             self._frame,
             self._track_id,
             self._source,
+            self._strata,
         )
 
     @property
@@ -151,6 +158,7 @@ class RingBuffer:
             self._frame[slot] = sample.frame
             self._track_id[slot] = sample.track_id
             self._source[slot] = self._source_id(sample.source)
+            self._strata[slot] = self.stratum(sample.joints3d) if self.stratum and sample.visibility.any() else -1
             self.inserted += 1
             self._record(0, 1)
             self._cond.notify_all()
@@ -186,7 +194,10 @@ class RingBuffer:
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(f"ring buffer sample() timed out after {timeout:g} s waiting for {waiting_for}")
                 self._cond.wait(remaining)
-            idx = (rng if rng is not None else self._rng).integers(0, fill, size=batch)
+            rng = rng if rng is not None else self._rng
+            idx = (
+                rng.integers(0, fill, size=batch) if self.stratum is None else rng.choice(fill, batch, p=self._p(fill))
+            )
             out = {
                 "image": self._images[idx],
                 "mask": self._masks[idx],
@@ -196,6 +207,17 @@ class RingBuffer:
             }
             self.drawn += batch
         return out
+
+    def _p(self, fill: int) -> np.ndarray:
+        """Each filled slot's chance to be drawn: persons' total as under uniform draws, shared
+        equally between the strata present; crops of nobody as under uniform draws."""
+        strata = self._strata[:fill]
+        persons = strata >= 0
+        weight = np.ones(fill)
+        if persons.any():
+            counts = np.bincount(strata[persons])
+            weight[persons] = persons.sum() / (np.count_nonzero(counts) * counts[strata[persons]])
+        return weight / weight.sum()
 
     def _waiting_for(self, fill: int) -> str | None:
         """Why a sample() must wait now, in words for the timeout message; None if it need not."""
