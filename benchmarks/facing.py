@@ -77,7 +77,7 @@ def run_arm(cfg: TrainConfig, samples: list, evals: dict, joints: int) -> dict:
     out = {}
     for name, data in evals.items():
         result, _ = score(lambda crops: student(crops)["joints3d"], data, student.mean_pose)
-        out[name] = {k: result[k] for k in KEYS} | {f"baseline_{k}": result[f"baseline_{k}"] for k in KEYS[2:5]}
+        out[name] = {k: result[k] for k in KEYS} | {f"baseline_{k}": result[f"baseline_{k}"] for k in KEYS}
     return out
 
 
