@@ -13,19 +13,29 @@ one connection pool and one retry policy:
 
 Sleeping goes through `sleep` and every wait is capped by `max_wait`, so tests inject a recorder
 instead of waiting and a server asking for an absurd delay gives a clear error, not a hang.
-Downloads stream into memory with a byte cap; nothing is written to disk.
+Downloads stream into memory with a byte cap; nothing is written to disk. API answers are capped
+too (`MAX_RESPONSE_BYTES`).
+
+Every transfer has a deadline: `GRACE_S` plus its size (the declared length, else the cap) at
+`MIN_RATE`; a server slower than that (one that trickles a byte every few seconds, so the read
+timeout never fires) is given up with a SourceError naming it. `stop()` (`stop_all()` on Ctrl-C or
+SIGTERM) wakes every wait and shuts the sockets of transfers in flight, so a thread blocked in a
+slow read returns at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import logging
 import os
 import random
+import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+import weakref
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -38,6 +48,11 @@ USER_AGENT = f"stream-pose/{__version__} (3D pose research tool; https://github.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_HINTED_WAITS = 16  # waits a provider's hook may ask for on one request before it gives up
 LONG_WAIT_S = 10.0  # waits at least this long are announced as warnings; shorter ones only logged
+MIN_RATE = 100_000  # bytes/s (0.8 Mbit/s) on average: any real host is many times faster
+GRACE_S = 30.0  # seconds each transfer gets besides its bytes at MIN_RATE: connecting, the first byte
+MAX_RESPONSE_BYTES = 20_000_000  # an API answer (a page of search results) is a few hundred kB
+#: Errors a retry cannot fix: the request or the answer is broken, not the connection.
+_BROKEN = (httpx.TooManyRedirects, httpx.DecodingError, httpx.InvalidURL, httpx.UnsupportedProtocol)
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +123,37 @@ def _status_text(response: httpx.Response) -> str:
     return f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
 
 
+def _broken(what: str, error: Exception) -> SourceError:
+    """One line for a request or answer that no retry can fix."""
+    reason = {
+        httpx.TooManyRedirects: "too many redirects (a redirect loop?)",
+        httpx.DecodingError: "the body does not decode as its Content-Encoding says",
+        httpx.InvalidURL: f"not a valid URL ({error})",
+    }.get(type(error), str(error))
+    return SourceError(f"{what}: {reason}")
+
+
+def _declared_length(response: httpx.Response, what: str, max_bytes: int) -> int:
+    """The Content-Length the server declares (0: none or unreadable); over `max_bytes` is refused
+    before a byte of the body is read."""
+    try:
+        declared = int(response.headers.get("content-length") or 0)
+    except ValueError:
+        return 0
+    if declared > max_bytes:
+        raise SourceError(f"{what}: {declared / 1e6:.1f} MB is over the {max_bytes / 1e6:.1f} MB limit")
+    return declared
+
+
+_clients: weakref.WeakSet[Http] = weakref.WeakSet()
+
+
+def stop_all() -> None:
+    """`stop()` every client of this process (Ctrl-C, SIGTERM: see `streampose.interrupts`)."""
+    for client in list(_clients):
+        client.stop()
+
+
 class Http:
     """A shared, thread-safe HTTP client with retries (see the module docstring).
 
@@ -124,10 +170,15 @@ class Http:
         backoff: float = 1.0,
         max_backoff: float = 60.0,
         max_wait: float = 3700.0,
+        min_rate: float = MIN_RATE,
+        grace: float = GRACE_S,
         sleep: Callable[[float], object] | None = None,
         client: httpx.Client | None = None,
     ) -> None:
         self.timeout = httpx.Timeout(timeout, connect=connect_timeout)
+        self.min_rate, self.grace = min_rate, grace
+        self._sockets: set[socket.socket] = set()  # of transfers in flight, shut by stop()
+        self._sockets_lock = threading.Lock()
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -139,10 +190,17 @@ class Http:
         self.client = client or httpx.Client(
             headers={"User-Agent": user_agent}, timeout=self.timeout, follow_redirects=True
         )
+        _clients.add(self)
 
     def stop(self) -> None:
-        """Cut every current and future wait short: waiting callers get a SourceError ("stopped")."""
+        """Cut every current and future wait and transfer short: their callers get a SourceError
+        ("stopped")."""
         self._stopped.set()
+        with self._sockets_lock:
+            sockets = list(self._sockets)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked reading it; close() would not
 
     def close(self) -> None:
         if self._own:
@@ -186,7 +244,57 @@ class Http:
         hinted = retry_after(response)
         return hinted if hinted is not None else self.backoff_delay(attempt)
 
+    # -- transfers -----------------------------------------------------------------------------
+
+    def _raise_if_stopped(self, what: str) -> None:
+        if self._stopped.is_set():
+            raise SourceError(f"{what}: stopped")
+
+    def _read(self, response: httpx.Response, what: str, max_bytes: int, started: float, into: bytearray) -> None:
+        """Read the body into `into`: at most `max_bytes`, by the deadline of a transfer `started`
+        then (see the module docstring), unless `stop()` cuts it short."""
+        size = _declared_length(response, what, max_bytes) or max_bytes
+        deadline = started + self.grace + size / self.min_rate
+        with self._watching(response, what):
+            for chunk in response.iter_bytes():
+                into += chunk
+                if len(into) > max_bytes:
+                    raise SourceError(f"{what}: more than the {max_bytes / 1e6:.1f} MB limit")
+                if time.monotonic() > deadline:
+                    raise SourceError(
+                        f"{what}: the server sends slower than {self.min_rate / 1e3:.0f} kB/s "
+                        f"({len(into)} bytes in {time.monotonic() - started:.0f} s); given up"
+                    )
+        self._raise_if_stopped(what)  # a stop ends a body of undeclared length as if it were complete
+
+    @contextlib.contextmanager
+    def _watching(self, response: httpx.Response, what: str) -> Iterator[None]:
+        """Keep the response's socket where `stop()` shuts it while the body is read."""
+        stream = response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is None:
+            yield
+            return
+        with self._sockets_lock:
+            self._sockets.add(sock)
+        try:
+            self._raise_if_stopped(what)  # a stop() just before the add did not see this socket
+            yield
+        finally:
+            with self._sockets_lock:
+                self._sockets.discard(sock)
+
     # -- API requests --------------------------------------------------------------------------
+
+    def _answer(self, method: str, url: str, what: str, **kwargs: object) -> httpx.Response:
+        """One request's response, its body read under `MAX_RESPONSE_BYTES` and the deadline."""
+        started, body = time.monotonic(), bytearray()
+        with self.client.stream(method, url, timeout=self.timeout, **kwargs) as streamed:
+            self._read(streamed, what, MAX_RESPONSE_BYTES, started, body)
+        # The body as read (decoded), without the headers that described its encoding.
+        drop = ("content-encoding", "content-length")
+        kept = [(k, v) for k, v in streamed.headers.multi_items() if k not in drop]
+        return httpx.Response(streamed.status_code, headers=kept, content=bytes(body), request=streamed.request)
 
     def request(
         self,
@@ -210,10 +318,13 @@ class Http:
             if hook is not None:
                 self.wait(hook.before_request(), what, "rate limit reached, waiting for the quota to reset")
             try:
-                response = self.client.request(method, url, params=params, headers=headers, timeout=self.timeout)
+                response = self._answer(method, url, what, params=params, headers=headers)
             except httpx.TimeoutException as e:
                 reason, delay = f"timed out ({type(e).__name__})", self.backoff_delay(attempt)
+            except _BROKEN as e:
+                raise _broken(what, e) from None
             except httpx.TransportError as e:
+                self._raise_if_stopped(what)
                 reason, delay = f"connection failed ({type(e).__name__}: {e})", self.backoff_delay(attempt)
             else:
                 hinted = hook.after_response(response) if hook is not None else None
@@ -253,12 +364,13 @@ class Http:
         content type). Errors that a retry cannot fix (4xx, too big, refused by `check`) raise
         SourceError at once; timeouts, dropped connections, truncated bodies and 5xx are retried.
         """
-        cap_mb = max_bytes / 1e6
         request_headers = {"Accept-Encoding": "identity", **(headers or {})}
         reason = "no attempt made"
         for attempt in range(self.retries + 1):
-            received = declared = 0
+            self._raise_if_stopped(what)
+            body, declared = bytearray(), 0
             delay = self.backoff_delay(attempt)
+            started = time.monotonic()
             try:
                 with self.client.stream("GET", url, headers=request_headers, timeout=self.timeout) as response:
                     if response.status_code in RETRY_STATUSES:
@@ -268,27 +380,24 @@ class Http:
                     else:
                         if check is not None:
                             check(response)
-                        declared = int(response.headers.get("content-length") or 0)
-                        if declared > max_bytes:
-                            raise SourceError(f"{what}: {declared / 1e6:.1f} MB is over the {cap_mb:.1f} MB limit")
-                        buf = bytearray()
-                        for chunk in response.iter_bytes():
-                            buf += chunk
-                            received = len(buf)
-                            if received > max_bytes:
-                                raise SourceError(f"{what}: more than the {cap_mb:.1f} MB limit")
-                        if declared and received < declared:
-                            reason = f"body truncated ({received} of {declared} bytes)"
+                        declared = _declared_length(response, what, max_bytes)
+                        self._read(response, what, max_bytes, started, body)
+                        if declared and len(body) < declared:
+                            reason = f"body truncated ({len(body)} of {declared} bytes)"
                         else:
-                            return bytes(buf)
+                            return bytes(body)
             except httpx.TimeoutException as e:
-                reason = f"timed out ({type(e).__name__}) after {received} bytes"
+                reason = f"timed out ({type(e).__name__}) after {len(body)} bytes"
+            except _BROKEN as e:
+                raise _broken(what, e) from None
             except httpx.RemoteProtocolError as e:
+                self._raise_if_stopped(what)
                 if declared:
-                    reason = f"body truncated ({received} of {declared} bytes): {e}"
+                    reason = f"body truncated ({len(body)} of {declared} bytes): {e}"
                 else:
-                    reason = f"connection broken after {received} bytes ({e})"
+                    reason = f"connection broken after {len(body)} bytes ({e})"
             except httpx.TransportError as e:
+                self._raise_if_stopped(what)
                 reason = f"connection failed ({type(e).__name__}: {e})"
             if attempt < self.retries:
                 self.wait(delay, what, f"{reason}, retry {attempt + 1} of {self.retries}")
