@@ -16,9 +16,10 @@ instead of waiting and a server asking for an absurd delay gives a clear error, 
 Downloads stream into memory with a byte cap; nothing is written to disk. API answers are capped
 too (`MAX_RESPONSE_BYTES`).
 
-Every transfer has a deadline: `GRACE_S` plus its size (the declared length, else the cap) at
-`MIN_RATE`; a server slower than that (one that trickles a byte every few seconds, so the read
-timeout never fires) is given up with a SourceError naming it. `stop()` (`stop_all()` on Ctrl-C or
+Every transfer keeps to a schedule: `GRACE_S` seconds in, it must have delivered its bytes at
+`MIN_RATE` since then, so a download of the size cap has a total deadline of `GRACE_S` + cap /
+`MIN_RATE`, and a server that trickles a byte every few seconds (the read timeout never fires) is
+given up about `GRACE_S` in, with a SourceError naming it. `stop()` (`stop_all()` on Ctrl-C or
 SIGTERM) wakes every wait and shuts the sockets of transfers in flight, so a thread blocked in a
 slow read returns at once.
 """
@@ -49,7 +50,7 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_HINTED_WAITS = 16  # waits a provider's hook may ask for on one request before it gives up
 LONG_WAIT_S = 10.0  # waits at least this long are announced as warnings; shorter ones only logged
 MIN_RATE = 100_000  # bytes/s (0.8 Mbit/s) on average: any real host is many times faster
-GRACE_S = 30.0  # seconds each transfer gets besides its bytes at MIN_RATE: connecting, the first byte
+GRACE_S = 30.0  # seconds before a transfer is held to MIN_RATE: connecting, the first bytes
 MAX_RESPONSE_BYTES = 20_000_000  # an API answer (a page of search results) is a few hundred kB
 #: Errors a retry cannot fix: the request or the answer is broken, not the connection.
 _BROKEN = (httpx.TooManyRedirects, httpx.DecodingError, httpx.InvalidURL, httpx.UnsupportedProtocol)
@@ -251,16 +252,15 @@ class Http:
             raise SourceError(f"{what}: stopped")
 
     def _read(self, response: httpx.Response, what: str, max_bytes: int, started: float, into: bytearray) -> None:
-        """Read the body into `into`: at most `max_bytes`, by the deadline of a transfer `started`
+        """Read the body into `into`: at most `max_bytes`, on the schedule of a transfer `started`
         then (see the module docstring), unless `stop()` cuts it short."""
-        size = _declared_length(response, what, max_bytes) or max_bytes
-        deadline = started + self.grace + size / self.min_rate
+        _declared_length(response, what, max_bytes)
         with self._watching(response, what):
             for chunk in response.iter_bytes():
                 into += chunk
                 if len(into) > max_bytes:
                     raise SourceError(f"{what}: more than the {max_bytes / 1e6:.1f} MB limit")
-                if time.monotonic() > deadline:
+                if len(into) < (time.monotonic() - started - self.grace) * self.min_rate:
                     raise SourceError(
                         f"{what}: the server sends slower than {self.min_rate / 1e3:.0f} kB/s "
                         f"({len(into)} bytes in {time.monotonic() - started:.0f} s); given up"
