@@ -13,30 +13,22 @@ one connection pool and one retry policy:
 
 Sleeping goes through `sleep` and every wait is capped by `max_wait`, so tests inject a recorder
 instead of waiting and a server asking for an absurd delay gives a clear error, not a hang.
-Downloads stream into memory with a byte cap; nothing is written to disk. API answers are capped
-too (`MAX_RESPONSE_BYTES`).
-
-Every transfer keeps to a schedule: `GRACE_S` seconds in, it must have delivered its bytes at
-`MIN_RATE` since then, so a download of the size cap has a total deadline of `GRACE_S` + cap /
-`MIN_RATE`, and a server that trickles a byte every few seconds (the read timeout never fires) is
-given up about `GRACE_S` in, with a SourceError naming it. `stop()` (`stop_all()` on Ctrl-C or
-SIGTERM) wakes every wait and shuts the sockets of transfers in flight, so a thread blocked in a
-slow read returns at once.
+Downloads stream into memory with a byte cap, API answers too (`MAX_RESPONSE_BYTES`), each on a
+minimum-rate schedule (`transfer`); nothing is written to disk. `stop()` (`stop_all()` on Ctrl-C
+or SIGTERM) wakes every wait and cuts every transfer in flight short.
 """
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import logging
 import os
 import random
-import socket
 import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -44,13 +36,12 @@ import httpx
 
 from streampose import __version__
 from streampose.errors import SourceError
+from streampose.sources.transfer import GRACE_S, MIN_RATE, Transfers, declared_length
 
 USER_AGENT = f"stream-pose/{__version__} (3D pose research tool; https://github.com/stream-pose)"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_HINTED_WAITS = 16  # waits a provider's hook may ask for on one request before it gives up
 LONG_WAIT_S = 10.0  # waits at least this long are announced as warnings; shorter ones only logged
-MIN_RATE = 100_000  # bytes/s (0.8 Mbit/s) on average: any real host is many times faster
-GRACE_S = 30.0  # seconds before a transfer is held to MIN_RATE: connecting, the first bytes
 MAX_RESPONSE_BYTES = 20_000_000  # an API answer (a page of search results) is a few hundred kB
 #: Errors a retry cannot fix: the request or the answer is broken, not the connection.
 _BROKEN = (httpx.TooManyRedirects, httpx.DecodingError, httpx.InvalidURL, httpx.UnsupportedProtocol)
@@ -134,18 +125,6 @@ def _broken(what: str, error: Exception) -> SourceError:
     return SourceError(f"{what}: {reason}")
 
 
-def _declared_length(response: httpx.Response, what: str, max_bytes: int) -> int:
-    """The Content-Length the server declares (0: none or unreadable); over `max_bytes` is refused
-    before a byte of the body is read."""
-    try:
-        declared = int(response.headers.get("content-length") or 0)
-    except ValueError:
-        return 0
-    if declared > max_bytes:
-        raise SourceError(f"{what}: {declared / 1e6:.1f} MB is over the {max_bytes / 1e6:.1f} MB limit")
-    return declared
-
-
 _clients: weakref.WeakSet[Http] = weakref.WeakSet()
 
 
@@ -177,16 +156,13 @@ class Http:
         client: httpx.Client | None = None,
     ) -> None:
         self.timeout = httpx.Timeout(timeout, connect=connect_timeout)
-        self.min_rate, self.grace = min_rate, grace
-        self._sockets: set[socket.socket] = set()  # of transfers in flight, shut by stop()
-        self._sockets_lock = threading.Lock()
+        self.transfers = Transfers(min_rate, grace)
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.max_wait = max_wait
-        self._stopped = threading.Event()
         # The default sleep wakes up on stop(), so a producer waiting out a rate limit can shut down.
-        self.sleep = sleep or self._stopped.wait
+        self.sleep = sleep or self.transfers.stopped.wait
         self._own = client is None
         self.client = client or httpx.Client(
             headers={"User-Agent": user_agent}, timeout=self.timeout, follow_redirects=True
@@ -196,12 +172,7 @@ class Http:
     def stop(self) -> None:
         """Cut every current and future wait and transfer short: their callers get a SourceError
         ("stopped")."""
-        self._stopped.set()
-        with self._sockets_lock:
-            sockets = list(self._sockets)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked reading it; close() would not
+        self.transfers.stop()
 
     def close(self) -> None:
         if self._own:
@@ -238,51 +209,12 @@ class Http:
         else:
             log.info("%s: %s; waiting %.1f s", what, why, seconds)
         self.sleep(seconds)
-        if self._stopped.is_set():
+        if self.transfers.stopped.is_set():
             raise SourceError(f"{what}: stopped while waiting")
 
     def _retry_delay(self, response: httpx.Response, attempt: int) -> float:
         hinted = retry_after(response)
         return hinted if hinted is not None else self.backoff_delay(attempt)
-
-    # -- transfers -----------------------------------------------------------------------------
-
-    def _raise_if_stopped(self, what: str) -> None:
-        if self._stopped.is_set():
-            raise SourceError(f"{what}: stopped")
-
-    def _read(self, response: httpx.Response, what: str, max_bytes: int, started: float, into: bytearray) -> None:
-        """Read the body into `into`: at most `max_bytes`, on the schedule of a transfer `started`
-        then (see the module docstring), unless `stop()` cuts it short."""
-        _declared_length(response, what, max_bytes)
-        with self._watching(response, what):
-            for chunk in response.iter_bytes():
-                into += chunk
-                if len(into) > max_bytes:
-                    raise SourceError(f"{what}: more than the {max_bytes / 1e6:.1f} MB limit")
-                if len(into) < (time.monotonic() - started - self.grace) * self.min_rate:
-                    raise SourceError(
-                        f"{what}: the server sends slower than {self.min_rate / 1e3:.0f} kB/s "
-                        f"({len(into)} bytes in {time.monotonic() - started:.0f} s); given up"
-                    )
-        self._raise_if_stopped(what)  # a stop ends a body of undeclared length as if it were complete
-
-    @contextlib.contextmanager
-    def _watching(self, response: httpx.Response, what: str) -> Iterator[None]:
-        """Keep the response's socket where `stop()` shuts it while the body is read."""
-        stream = response.extensions.get("network_stream")
-        sock = stream.get_extra_info("socket") if stream is not None else None
-        if sock is None:
-            yield
-            return
-        with self._sockets_lock:
-            self._sockets.add(sock)
-        try:
-            self._raise_if_stopped(what)  # a stop() just before the add did not see this socket
-            yield
-        finally:
-            with self._sockets_lock:
-                self._sockets.discard(sock)
 
     # -- API requests --------------------------------------------------------------------------
 
@@ -290,7 +222,7 @@ class Http:
         """One request's response, its body read under `MAX_RESPONSE_BYTES` and the deadline."""
         started, body = time.monotonic(), bytearray()
         with self.client.stream(method, url, timeout=self.timeout, **kwargs) as streamed:
-            self._read(streamed, what, MAX_RESPONSE_BYTES, started, body)
+            self.transfers.read(streamed, what, MAX_RESPONSE_BYTES, started, body)
         # The body as read (decoded), without the headers that described its encoding.
         drop = ("content-encoding", "content-length")
         kept = [(k, v) for k, v in streamed.headers.multi_items() if k not in drop]
@@ -324,7 +256,7 @@ class Http:
             except _BROKEN as e:
                 raise _broken(what, e) from None
             except httpx.TransportError as e:
-                self._raise_if_stopped(what)
+                self.transfers.raise_if_stopped(what)
                 reason, delay = f"connection failed ({type(e).__name__}: {e})", self.backoff_delay(attempt)
             else:
                 hinted = hook.after_response(response) if hook is not None else None
@@ -367,7 +299,7 @@ class Http:
         request_headers = {"Accept-Encoding": "identity", **(headers or {})}
         reason = "no attempt made"
         for attempt in range(self.retries + 1):
-            self._raise_if_stopped(what)
+            self.transfers.raise_if_stopped(what)
             body, declared = bytearray(), 0
             delay = self.backoff_delay(attempt)
             started = time.monotonic()
@@ -380,8 +312,8 @@ class Http:
                     else:
                         if check is not None:
                             check(response)
-                        declared = _declared_length(response, what, max_bytes)
-                        self._read(response, what, max_bytes, started, body)
+                        declared = declared_length(response, what, max_bytes)
+                        self.transfers.read(response, what, max_bytes, started, body)
                         if declared and len(body) < declared:
                             reason = f"body truncated ({len(body)} of {declared} bytes)"
                         else:
@@ -391,13 +323,13 @@ class Http:
             except _BROKEN as e:
                 raise _broken(what, e) from None
             except httpx.RemoteProtocolError as e:
-                self._raise_if_stopped(what)
+                self.transfers.raise_if_stopped(what)
                 if declared:
                     reason = f"body truncated ({len(body)} of {declared} bytes): {e}"
                 else:
                     reason = f"connection broken after {len(body)} bytes ({e})"
             except httpx.TransportError as e:
-                self._raise_if_stopped(what)
+                self.transfers.raise_if_stopped(what)
                 reason = f"connection failed ({type(e).__name__}: {e})"
             if attempt < self.retries:
                 self.wait(delay, what, f"{reason}, retry {attempt + 1} of {self.retries}")
