@@ -396,7 +396,3 @@ def main(argv: list[str] | None = None) -> int:
             lock.release()
         restore_signals()
     return code or 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
