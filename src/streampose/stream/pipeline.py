@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from streampose.errors import ProducerError
 from streampose.interrupts import handle_signals
 from streampose.sources import Video, VideoRef
+from streampose.sources.http import stop_all
 from streampose.stream import stages
 from streampose.stream.buffer import RingBuffer
 from streampose.stream.crops import CROP_SIZE, Sample, person_crops
@@ -158,6 +159,9 @@ def _child_main(conn, make_teacher: Callable[[], Teacher], config: ProducerConfi
     """The child: label what the parent hands over, send the crops back, end with ("end",)."""
     _end_with_parent()
     handle_signals()
+    # The parent's stop also cuts this process's network waits short (a Retry-After, a slow read),
+    # so a trainer stopped by SIGTERM alone (Kubernetes signals only the main process) is not held up.
+    threading.Thread(target=lambda: stop.wait() and stop_all(), name="stop-watch", daemon=True).start()
     lock = threading.Lock()  # sent to from two threads: the decoder (ref requests) and this one
 
     def send(*message) -> None:
