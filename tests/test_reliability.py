@@ -117,9 +117,9 @@ def test_a_signal_ends_a_network_wait_within_two_seconds(fake, fault, signum):
 
 
 @pytest.mark.slow
-def test_sigterm_saves_and_ends_every_producer_and_sigkill_takes_them_along(sports2d, tmp_path):
-    """SIGTERM during `train --producers 2`: last.pt saved, exit 143 within 5 s, no process left;
-    `--resume` goes on from it; a SIGKILL'd trainer takes its producer processes with it."""
+def test_sigterm_during_train_saves_ends_every_producer_and_resume_goes_on(sports2d, tmp_path):
+    """SIGTERM during `train --producers 2`: last.pt saved, exit 143 within 5 s, no process left,
+    no traceback; `--resume` goes on from it."""
     out = tmp_path / "run"
     cmd = [*STREAMPOSE, "train", "--source", str(sports2d), *FAST_RUN, "--producers", "2", "--out", str(out)]
     proc = subprocess.Popen(cmd + ["--steps", "100000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -140,18 +140,39 @@ def test_sigterm_saves_and_ends_every_producer_and_sigkill_takes_them_along(spor
     assert "Traceback" not in err, err[-2000:]
     assert not left_running(producers, 1), "processes left running after the trainer exited"
     saved = load_checkpoint(out / "last.pt")["step"]
+    resumed = subprocess.run(cmd + ["--steps", str(saved + 5), "--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert load_checkpoint(out / "last.pt")["step"] == saved + 5
 
-    resumed = subprocess.Popen(
-        cmd + ["--steps", "100000", "--resume"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_producers_waiting_on_the_network_end_with_their_trainer(fake, tmp_path, signum):
+    """Both producer processes sleep out a 3000 s Retry-After: SIGTERM to the trainer alone (as
+    Kubernetes sends it) cuts their waits short, exit 143 within 5 s; after a SIGKILL the kernel
+    ends them (PR_SET_PDEATHSIG). Either way no process is left."""
+    urls = [f"{fake.url}/files/{name}.mp4" for name in ("stalla", "stallb")]
+    for name in ("stalla.mp4", "stallb.mp4"):
+        fake.faults[name] = [(503, {"Retry-After": 3000})]
+    cmd = [*STREAMPOSE, "train", "--source", *urls, *FAST_RUN, "--producers", "2", "--out", str(tmp_path / "run")]
+    proc = subprocess.Popen(cmd + ["--steps", "10"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: load_checkpoint(out / "last.pt")["step"] > saved, resumed, "a save after resuming")
-        producers = children(resumed.pid)
+        wait_for(lambda: len(fake.requests("/files/stall")) >= 2, proc, "both downloads")
+        time.sleep(1.0)  # inside the waits
+        producers = children(proc.pid)
         assert len(producers) >= 2, producers
+        sent = time.monotonic()
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+        seconds = time.monotonic() - sent
     finally:
-        resumed.kill()
-        resumed.communicate()
-    assert not left_running(producers, 3), "processes outlived their SIGKILL'd parent"
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert not left_running(producers, 3), "processes outlived their trainer"
+    if signum == signal.SIGTERM:
+        assert proc.returncode == 143 and seconds < 5, (proc.returncode, seconds, err[-2000:])
+        assert "Traceback" not in err, err[-2000:]
 
 
 # -- deadlines -------------------------------------------------------------------------------------
