@@ -219,7 +219,7 @@ class Http:
     # -- API requests --------------------------------------------------------------------------
 
     def _answer(self, method: str, url: str, what: str, **kwargs: object) -> httpx.Response:
-        """One request's response, its body read under `MAX_RESPONSE_BYTES` and the deadline."""
+        """One request's response, its body read under `MAX_RESPONSE_BYTES` on the minimum-rate schedule."""
         started, body = time.monotonic(), bytearray()
         with self.client.stream(method, url, timeout=self.timeout, **kwargs) as streamed:
             self.transfers.read(streamed, what, MAX_RESPONSE_BYTES, started, body)

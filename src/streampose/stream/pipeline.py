@@ -25,6 +25,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -155,13 +156,20 @@ def _end_with_parent() -> None:
         os._exit(0)  # the parent died before the prctl above: nobody to signal this process
 
 
+def _stop_network_on(stop) -> None:
+    """Cut this process's network waits short (a Retry-After, a slow read) once the parent says stop,
+    so a trainer stopped by SIGTERM alone (Kubernetes signals only the main process) is not held up.
+    Polled: a process that dies inside `stop.wait()` leaves the parent's `stop.set()` hanging."""
+    while not stop.is_set():
+        time.sleep(POLL_S)
+    stop_all()
+
+
 def _child_main(conn, make_teacher: Callable[[], Teacher], config: ProducerConfig, stop) -> None:
     """The child: label what the parent hands over, send the crops back, end with ("end",)."""
     _end_with_parent()
     handle_signals()
-    # The parent's stop also cuts this process's network waits short (a Retry-After, a slow read),
-    # so a trainer stopped by SIGTERM alone (Kubernetes signals only the main process) is not held up.
-    threading.Thread(target=lambda: stop.wait() and stop_all(), name="stop-watch", daemon=True).start()
+    threading.Thread(target=_stop_network_on, args=(stop,), name="stop-watch", daemon=True).start()
     lock = threading.Lock()  # sent to from two threads: the decoder (ref requests) and this one
 
     def send(*message) -> None:
