@@ -8,7 +8,8 @@ HLS files with null sizes, float or missing `fps`, an empty `videos` list deep i
 the same id on two pages; Commons' prop continuation split across responses, files with only
 their original (no transcodes yet), `m3u8` and `.mjpeg.mov` derivatives, no `Artist`,
 public-domain files without `LicenseUrl`, `maxlag` with a float lag, a 429 with `Retry-After`
-and an HTML body.
+and an HTML body. And what a hostile or broken host sends: a body trickled a byte at a time, a
+redirect loop, a gzip body that is not gzip.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ COMMONS_PARAMS = {
     "maxlag": "5",
 }
 MONTH_LIMIT = 20_000
+TRICKLE_S = 0.2
 HTML_429 = b"<!DOCTYPE html><html><head><title>Wikimedia Error</title></head><body>Too many requests</body></html>"
 
 
@@ -250,6 +252,26 @@ def _handler(fake: FakeProviders) -> type[BaseHTTPRequestHandler]:
             if action == "slow":
                 fake.release.wait(3)
                 return False
+            if action == "trickle":  # a byte every TRICKLE_S: no read ever times out; ends at teardown
+                self.send_response(200)
+                self.send_header("Content-Type", "video/mp4")
+                self.end_headers()
+                for byte in fake.mp4[:3000]:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    if fake.release.wait(TRICKLE_S):
+                        break
+                self.close_connection = True
+                return True
+            if action == "loop":  # a redirect to itself
+                self.send_response(302)
+                self.send_header("Location", self.path)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return True
+            if action == "bad-gzip":
+                self.send(200, b"this is not gzip" * 64, "video/mp4", {"Content-Encoding": "gzip"})
+                return True
             if action in ("maxlag", "maxlag-float"):
                 lag = 7 if action == "maxlag" else 0.71
                 error = {"code": "maxlag", "info": f"Waiting for db1234: {lag} seconds lagged.", "lag": lag,

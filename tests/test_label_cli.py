@@ -145,13 +145,14 @@ def _wait_for_frames(proc: subprocess.Popen, labels: Path, count: int) -> None:
 
 
 @pytest.mark.slow
-def test_ctrl_c_keeps_every_frame_labelled_so_far(sports2d, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_keeps_every_frame_labelled_so_far(sports2d, tmp_path, signum):
     labels = tmp_path / "labels.jsonl"
     proc = _start_label(sports2d, labels)
     _wait_for_frames(proc, labels, 20)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err[-2000:]
+    assert proc.returncode == 128 + signum, err[-2000:]  # 130, 143
     reported = re.search(r"labelled \d+/(\d+) frames", err)
     assert reported and "interrupted" in err, err[-2000:]
     header, frames = load_labels(labels)

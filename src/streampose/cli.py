@@ -2,7 +2,7 @@
 
 Each subcommand parses its options here and calls into the modules that do the work.
 A StreamPoseError (bad input, a missing dependency) becomes one line on stderr and exit
-status 2, never a traceback.
+status 2, never a traceback; Ctrl-C and SIGTERM stop a command the same way (`interrupts`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from streampose import __version__, sources
 from streampose.engine.config import TrainConfig, config_defaults
 from streampose.engine.runlock import RunLock
 from streampose.errors import ReportedError, StreamPoseError
+from streampose.interrupts import exit_status, handle_signals
 from streampose.options import (
     TEACHER_HELP,
     add_model_options,
@@ -70,7 +71,7 @@ def cmd_label(args: argparse.Namespace) -> int:
         rate = round(counts.frames / counts.seconds, 2)
         result = counts.as_dict() | {"seconds": round(counts.seconds, 3), "frames_per_s": rate}
         emit_json(result | {"joints": skeleton.num_joints, "skeleton": skeleton.name, "teacher": teacher.name})
-    return 130 if counts.interrupted else 0
+    return exit_status() if counts.interrupted else 0
 
 
 def cmd_view(args: argparse.Namespace) -> None:
@@ -141,7 +142,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     if args.json and main_rank:
         emit_json({k: v for k, v in result.items() if k != "buffer"} | {"buffer_fill": result["buffer"]["fill"]})
-    return 130 if result["interrupted"] else 0
+    return exit_status() if result["interrupted"] else 0
 
 
 def cmd_experiment(args: argparse.Namespace) -> None:
@@ -378,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     lock = None
+    restore_signals = handle_signals()
     try:
         defaults = early_train_options(argv)
         lock = early_train_lock(argv, defaults)
@@ -389,12 +391,9 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return exit_status()
     finally:
         if lock is not None:
             lock.release()
+        restore_signals()
     return code or 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,6 +17,7 @@ from pathlib import Path
 from streampose.engine.evaluate import evaluate, summary_line
 from streampose.engine.train import TrainConfig, train
 from streampose.files import atomic_write
+from streampose.interrupts import exit_status, handle_signals
 from streampose.model.backends import open_backend
 from streampose.model.student import STUDENT_SIZES
 from streampose.options import progress, tick
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--student", default=TrainConfig.student, choices=list(STUDENT_SIZES))
     args = parser.parse_args(argv)
     out = Path(args.out)
+    handle_signals()  # SIGTERM stops the demo as Ctrl-C does: last.pt saved, no evaluation
 
     cfg = TrainConfig(
         sources=[str(sample_clip(name)) for name in TRAIN_CLIPS],
@@ -63,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     with progress(total=cfg.steps, unit="step", desc="train") as bar:
         result = train(cfg, progress=bar)
+    if result["interrupted"]:
+        print(f"interrupted at step {result['step']}; {result['checkpoint']} saved", file=sys.stderr)
+        return exit_status()
     print(
         f"trained {result['step']} steps in {result['seconds']:.0f} s, loss {result['first_loss']:.3f} -> "
         f"{result['last_loss']:.3f}",
@@ -96,4 +101,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # during the evaluations
+        print("interrupted", file=sys.stderr)
+        sys.exit(exit_status())

@@ -13,7 +13,9 @@ one connection pool and one retry policy:
 
 Sleeping goes through `sleep` and every wait is capped by `max_wait`, so tests inject a recorder
 instead of waiting and a server asking for an absurd delay gives a clear error, not a hang.
-Downloads stream into memory with a byte cap; nothing is written to disk.
+Downloads stream into memory with a byte cap, API answers too (`MAX_RESPONSE_BYTES`), each on a
+minimum-rate schedule (`transfer`); nothing is written to disk. `stop()` (`stop_all()` on Ctrl-C
+or SIGTERM) wakes every wait and cuts every transfer in flight short.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import random
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
@@ -33,11 +36,15 @@ import httpx
 
 from streampose import __version__
 from streampose.errors import SourceError
+from streampose.sources.transfer import GRACE_S, MIN_RATE, Transfers, declared_length
 
 USER_AGENT = f"stream-pose/{__version__} (3D pose research tool; https://github.com/stream-pose)"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_HINTED_WAITS = 16  # waits a provider's hook may ask for on one request before it gives up
 LONG_WAIT_S = 10.0  # waits at least this long are announced as warnings; shorter ones only logged
+MAX_RESPONSE_BYTES = 20_000_000  # an API answer (a page of search results) is a few hundred kB
+#: Errors a retry cannot fix: the request or the answer is broken, not the connection.
+_BROKEN = (httpx.TooManyRedirects, httpx.DecodingError, httpx.InvalidURL, httpx.UnsupportedProtocol)
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +115,25 @@ def _status_text(response: httpx.Response) -> str:
     return f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
 
 
+def _broken(what: str, error: Exception) -> SourceError:
+    """One line for a request or answer that no retry can fix."""
+    reason = {
+        httpx.TooManyRedirects: "too many redirects (a redirect loop?)",
+        httpx.DecodingError: "the body does not decode as its Content-Encoding says",
+        httpx.InvalidURL: f"not a valid URL ({error})",
+    }.get(type(error), str(error))
+    return SourceError(f"{what}: {reason}")
+
+
+_clients: weakref.WeakSet[Http] = weakref.WeakSet()
+
+
+def stop_all() -> None:
+    """`stop()` every client of this process (Ctrl-C, SIGTERM: see `streampose.interrupts`)."""
+    for client in list(_clients):
+        client.stop()
+
+
 class Http:
     """A shared, thread-safe HTTP client with retries (see the module docstring).
 
@@ -124,25 +150,29 @@ class Http:
         backoff: float = 1.0,
         max_backoff: float = 60.0,
         max_wait: float = 3700.0,
+        min_rate: float = MIN_RATE,
+        grace: float = GRACE_S,
         sleep: Callable[[float], object] | None = None,
         client: httpx.Client | None = None,
     ) -> None:
         self.timeout = httpx.Timeout(timeout, connect=connect_timeout)
+        self.transfers = Transfers(min_rate, grace)
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.max_wait = max_wait
-        self._stopped = threading.Event()
         # The default sleep wakes up on stop(), so a producer waiting out a rate limit can shut down.
-        self.sleep = sleep or self._stopped.wait
+        self.sleep = sleep or self.transfers.stopped.wait
         self._own = client is None
         self.client = client or httpx.Client(
             headers={"User-Agent": user_agent}, timeout=self.timeout, follow_redirects=True
         )
+        _clients.add(self)
 
     def stop(self) -> None:
-        """Cut every current and future wait short: waiting callers get a SourceError ("stopped")."""
-        self._stopped.set()
+        """Cut every current and future wait and transfer short: their callers get a SourceError
+        ("stopped")."""
+        self.transfers.stop()
 
     def close(self) -> None:
         if self._own:
@@ -179,7 +209,7 @@ class Http:
         else:
             log.info("%s: %s; waiting %.1f s", what, why, seconds)
         self.sleep(seconds)
-        if self._stopped.is_set():
+        if self.transfers.stopped.is_set():
             raise SourceError(f"{what}: stopped while waiting")
 
     def _retry_delay(self, response: httpx.Response, attempt: int) -> float:
@@ -187,6 +217,16 @@ class Http:
         return hinted if hinted is not None else self.backoff_delay(attempt)
 
     # -- API requests --------------------------------------------------------------------------
+
+    def _answer(self, method: str, url: str, what: str, **kwargs: object) -> httpx.Response:
+        """One request's response, its body read under `MAX_RESPONSE_BYTES` on the minimum-rate schedule."""
+        started, body = time.monotonic(), bytearray()
+        with self.client.stream(method, url, timeout=self.timeout, **kwargs) as streamed:
+            self.transfers.read(streamed, what, MAX_RESPONSE_BYTES, started, body)
+        # The body as read (decoded), without the headers that described its encoding.
+        drop = ("content-encoding", "content-length")
+        kept = [(k, v) for k, v in streamed.headers.multi_items() if k not in drop]
+        return httpx.Response(streamed.status_code, headers=kept, content=bytes(body), request=streamed.request)
 
     def request(
         self,
@@ -210,10 +250,13 @@ class Http:
             if hook is not None:
                 self.wait(hook.before_request(), what, "rate limit reached, waiting for the quota to reset")
             try:
-                response = self.client.request(method, url, params=params, headers=headers, timeout=self.timeout)
+                response = self._answer(method, url, what, params=params, headers=headers)
             except httpx.TimeoutException as e:
                 reason, delay = f"timed out ({type(e).__name__})", self.backoff_delay(attempt)
+            except _BROKEN as e:
+                raise _broken(what, e) from None
             except httpx.TransportError as e:
+                self.transfers.raise_if_stopped(what)
                 reason, delay = f"connection failed ({type(e).__name__}: {e})", self.backoff_delay(attempt)
             else:
                 hinted = hook.after_response(response) if hook is not None else None
@@ -253,12 +296,13 @@ class Http:
         content type). Errors that a retry cannot fix (4xx, too big, refused by `check`) raise
         SourceError at once; timeouts, dropped connections, truncated bodies and 5xx are retried.
         """
-        cap_mb = max_bytes / 1e6
         request_headers = {"Accept-Encoding": "identity", **(headers or {})}
         reason = "no attempt made"
         for attempt in range(self.retries + 1):
-            received = declared = 0
+            self.transfers.raise_if_stopped(what)
+            body, declared = bytearray(), 0
             delay = self.backoff_delay(attempt)
+            started = time.monotonic()
             try:
                 with self.client.stream("GET", url, headers=request_headers, timeout=self.timeout) as response:
                     if response.status_code in RETRY_STATUSES:
@@ -268,27 +312,24 @@ class Http:
                     else:
                         if check is not None:
                             check(response)
-                        declared = int(response.headers.get("content-length") or 0)
-                        if declared > max_bytes:
-                            raise SourceError(f"{what}: {declared / 1e6:.1f} MB is over the {cap_mb:.1f} MB limit")
-                        buf = bytearray()
-                        for chunk in response.iter_bytes():
-                            buf += chunk
-                            received = len(buf)
-                            if received > max_bytes:
-                                raise SourceError(f"{what}: more than the {cap_mb:.1f} MB limit")
-                        if declared and received < declared:
-                            reason = f"body truncated ({received} of {declared} bytes)"
+                        declared = declared_length(response, what, max_bytes)
+                        self.transfers.read(response, what, max_bytes, started, body)
+                        if declared and len(body) < declared:
+                            reason = f"body truncated ({len(body)} of {declared} bytes)"
                         else:
-                            return bytes(buf)
+                            return bytes(body)
             except httpx.TimeoutException as e:
-                reason = f"timed out ({type(e).__name__}) after {received} bytes"
+                reason = f"timed out ({type(e).__name__}) after {len(body)} bytes"
+            except _BROKEN as e:
+                raise _broken(what, e) from None
             except httpx.RemoteProtocolError as e:
+                self.transfers.raise_if_stopped(what)
                 if declared:
-                    reason = f"body truncated ({received} of {declared} bytes): {e}"
+                    reason = f"body truncated ({len(body)} of {declared} bytes): {e}"
                 else:
-                    reason = f"connection broken after {received} bytes ({e})"
+                    reason = f"connection broken after {len(body)} bytes ({e})"
             except httpx.TransportError as e:
+                self.transfers.raise_if_stopped(what)
                 reason = f"connection failed ({type(e).__name__}: {e})"
             if attempt < self.retries:
                 self.wait(delay, what, f"{reason}, retry {attempt + 1} of {self.retries}")

@@ -4,7 +4,8 @@ Producers (decode -> teacher -> crop) and the training loop run at different, va
 The buffer decouples them: producers overwrite the oldest crops, the trainer draws random
 batches from whatever is there. It is allocated once, up front, from a byte budget, so memory
 use is fixed and known before training starts (no raw video is kept, and neither is an
-unbounded backlog of crops).
+unbounded backlog of crops). A budget over the memory available now is refused before any of it
+is allocated.
 
 Drawing is uniform with replacement, so the trainer never waits for a batch's worth of new data,
 but it can be told (`max_replay`) not to reuse each sample more than so many times on average,
@@ -19,11 +20,29 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
-from streampose.errors import ProducerError
+from streampose.errors import ProducerError, StreamPoseError
 from streampose.stream.crops import Sample
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process could still take: the kernel's MemAvailable, lowered to what is
+    left under a cgroup v2 limit (a container's); None where neither can be read."""
+    limits = []
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+        limits += [int(line.split()[1]) * 1024 for line in meminfo.splitlines() if line.startswith("MemAvailable:")]
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        cgroup = Path("/sys/fs/cgroup")
+        limits.append(int((cgroup / "memory.max").read_text()) - int((cgroup / "memory.current").read_text()))
+    except (OSError, ValueError):  # no cgroup v2 here, or "max": no limit
+        pass
+    return min(limits) if limits else None
 
 
 class BufferClosedError(RuntimeError):
@@ -61,6 +80,12 @@ class RingBuffer:
             raise ValueError(f"min_fill must be >= 1, got {min_fill}")
         if max_replay is not None and max_replay <= 0:
             raise ValueError(f"max_replay must be > 0 or None, got {max_replay}")
+        available = available_memory()
+        if available is not None and capacity * self.bytes_per_sample > available:
+            raise StreamPoseError(
+                f"the ring buffer's budget of {budget_bytes / 2**30:.3g} GB (--buffer-gb) is more than the "
+                f"{available / 2**30:.1f} GB of memory available"
+            )
         self.capacity = capacity
         # min_fill above capacity could never be reached; waiting for a full buffer is what is meant.
         self.min_fill = min(int(min_fill), capacity)

@@ -3,6 +3,10 @@
 Video bytes arrive in memory and stay there: PyAV reads them from a BytesIO, so no
 temporary file ever holds raw video. Any container FFmpeg reads works (MP4/H.264,
 WebM/VP9, AVI, ...).
+
+Memory follows what is decoded, not the file's size (a few hundred bytes of GIF can declare a
+16000 x 16000 canvas): opening decodes no frame of any stream, and frames over `MAX_PIXELS` are
+refused before the decoder allocates one.
 """
 
 from __future__ import annotations
@@ -17,6 +21,16 @@ import av
 import numpy as np
 
 from streampose.errors import DecodeError
+
+#: The most pixels a frame may have: 4096 x 4096, so 4K (3840 x 2160, DCI 4096 x 2160) passes either
+#: way up and 8K or a crafted 16000 x 16000 canvas is refused. 16 frames read ahead at this size
+#: (`stages.DECODE_AHEAD`) hold 0.8 GB of RGB.
+MAX_PIXELS = 4096 * 4096
+
+#: Codec options while the container is opened: FFmpeg's stream probe would otherwise decode a frame
+#: of every stream (a file with 40 streams of 4000 x 4000 took 2.8 GB just to open); only the first
+#: video stream is decoded, later, under `MAX_PIXELS`.
+_PROBE_OPTIONS = {"skip_frame": "all", "threads": "1"}
 
 
 @dataclass
@@ -41,13 +55,26 @@ def _open(data: bytes | Path, source: str) -> av.container.InputContainer:
     if isinstance(data, bytes) and len(data) == 0:
         raise DecodeError(f"{source}: empty input (0 bytes), not a video")
     try:
-        container = av.open(io.BytesIO(data) if isinstance(data, bytes) else str(data), mode="r")
+        container = av.open(
+            io.BytesIO(data) if isinstance(data, bytes) else str(data), mode="r", options=_PROBE_OPTIONS
+        )
     except av.error.FFmpegError as e:
         raise DecodeError(f"{source}: not a readable video ({_reason(e)})") from None
     if not container.streams.video:
         container.close()
         raise DecodeError(f"{source}: the file holds no video stream")
     return container
+
+
+def _limit_pixels(stream: av.video.stream.VideoStream, source: str) -> None:
+    """Refuse a stream whose declared frames are over `MAX_PIXELS`, and have the decoder refuse any
+    frame over it (a size that is not declared, or changes part-way)."""
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if width * height > MAX_PIXELS:
+        raise DecodeError(
+            f"{source}: {width} x {height} frames are over the limit of {MAX_PIXELS / 1e6:.1f} megapixels (4096 x 4096)"
+        )
+    stream.codec_context.options = {"max_pixels": str(MAX_PIXELS)}
 
 
 def _reason(e: Exception) -> str:
@@ -91,6 +118,7 @@ def decode_frames(
     container = _open(data, source)
     try:
         stream = container.streams.video[0]
+        _limit_pixels(stream, source)
         # Real files mostly have one slice per frame; frame threading is 1.3-1.45x faster on them.
         stream.thread_type = "AUTO"
         time_base = float(stream.time_base) if stream.time_base else 0.0

@@ -6,7 +6,9 @@ refs from the shared `RefStream`, puts the crops it sends into the ring buffer a
 videos it finished; so no two processes label one video, and the buffer and the provenance stay
 in one place. The child runs `labelled_samples`, the same pipeline a producer thread
 runs. Processes start with "spawn": forking a process whose MediaPipe and FFmpeg threads are
-running can copy a lock that some thread holds.
+running can copy a lock that some thread holds. A child never outlives its parent: on Linux the
+kernel kills it when the parent dies, even by SIGKILL (`_end_with_parent`); SIGTERM or Ctrl-C
+reaching the child itself end it quietly, like its parent.
 
 Messages, child to parent: ("ref",) asks for the next ref (answered with a ref, or None at the
 end); ("frame",) a labelled frame; ("sample", Sample); ("done", VideoRef, frames) a video
@@ -17,13 +19,20 @@ finished, its byte count in the ref's meta (its bytes stay in the child); ("erro
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
+import os
+import signal
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from streampose.errors import ProducerError
+from streampose.interrupts import handle_signals
 from streampose.sources import Video, VideoRef
+from streampose.sources.http import stop_all
 from streampose.stream import stages
 from streampose.stream.buffer import RingBuffer
 from streampose.stream.crops import CROP_SIZE, Sample, person_crops
@@ -31,6 +40,7 @@ from streampose.teachers import Teacher
 
 _CONTEXT = multiprocessing.get_context("spawn")
 POLL_S = 0.1
+_PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 @dataclass
@@ -135,8 +145,31 @@ class ChildProducer:
             self._conn.close()
 
 
+def _end_with_parent() -> None:
+    """Have the kernel SIGKILL this process when its parent dies, however it dies (Linux's
+    PR_SET_PDEATHSIG; strictly, when the parent's thread that started it ends: `ChildProducer.serve`'s
+    thread, which outlives the child). Elsewhere the pipe's EOF ends the child at its next request."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:
+        os._exit(0)  # the parent died before the prctl above: nobody to signal this process
+
+
+def _stop_network_on(stop) -> None:
+    """Cut this process's network waits short (a Retry-After, a slow read) once the parent says stop,
+    so a trainer stopped by SIGTERM alone (Kubernetes signals only the main process) is not held up.
+    Polled: a process that dies inside `stop.wait()` leaves the parent's `stop.set()` hanging."""
+    while not stop.is_set():
+        time.sleep(POLL_S)
+    stop_all()
+
+
 def _child_main(conn, make_teacher: Callable[[], Teacher], config: ProducerConfig, stop) -> None:
     """The child: label what the parent hands over, send the crops back, end with ("end",)."""
+    _end_with_parent()
+    handle_signals()
+    threading.Thread(target=_stop_network_on, args=(stop,), name="stop-watch", daemon=True).start()
     lock = threading.Lock()  # sent to from two threads: the decoder (ref requests) and this one
 
     def send(*message) -> None:
