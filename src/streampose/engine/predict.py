@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from streampose.detect.yolox import PersonDetector
 from streampose.engine.predicted import FramePoses
 from streampose.engine.tracking import Detector, Tracker, TrackerConfig
 from streampose.errors import StreamPoseError
-from streampose.files import atomic_write
+from streampose.files import STDOUT, atomic_write
 from streampose.model.backends import Backend
 from streampose.poses.skeletons import Skeleton
 from streampose.stream import stages
@@ -165,7 +166,10 @@ def predict_video(
                     progress()
 
     try:
-        if poses is not None:
+        if poses == STDOUT:
+            run(sys.stdout.buffer)
+            sys.stdout.flush()
+        elif poses is not None:
             atomic_write(poses, run)
         else:
             run(None)

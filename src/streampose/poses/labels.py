@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from streampose.errors import StreamPoseError
+from streampose.files import open_output, reported
 
 
 @dataclass
@@ -111,13 +112,14 @@ class LabelsWriter:
         self.sync_every = sync_every
         self.frames = 0
         self._unsynced = 0
-        self._file = self.path.open("w", encoding="utf-8")
+        self._file = open_output(self.path)
         self._write({"format": LABELS_FORMAT, "teacher": teacher, "skeleton": skeleton})
         self.sync()
 
     def _write(self, record: dict) -> None:
-        self._file.write(json.dumps(record, default=_plain) + "\n")
-        self._file.flush()
+        with reported(self.path):
+            self._file.write(json.dumps(record, default=_plain) + "\n")
+            self._file.flush()
 
     def video(self, provenance: dict) -> None:
         self._write({"video": provenance})
@@ -130,8 +132,9 @@ class LabelsWriter:
             self.sync()
 
     def sync(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        with reported(self.path):
+            self._file.flush()
+            os.fsync(self._file.fileno())
         self._unsynced = 0
 
     def close(self) -> None:
