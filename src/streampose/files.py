@@ -109,14 +109,14 @@ def atomic_torch_save(obj: object, path: str | Path) -> Path:
     return atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
-def read_limited(path: str | Path, limit: int, what: str) -> bytes:
+def read_limited(path: str | Path, limit: int, what: str, error: type[StreamPoseError] = StreamPoseError) -> bytes:
     """The bytes of a small input file (a config, a list of sources), refused past `limit` bytes
     without reading more: `/dev/zero` or a huge file fails at once instead of filling memory."""
     try:
         with open(path, "rb") as f:
             data = f.read(limit + 1)
     except OSError as e:
-        raise StreamPoseError(f"{path}: cannot read the {what} ({e.strerror or e})") from None
+        raise error(f"{path}: cannot read the {what} ({e.strerror or e})") from None
     if len(data) > limit:
-        raise StreamPoseError(f"{path}: too large for a {what} (over {limit // 1024} KiB)")
+        raise error(f"{path}: too large for a {what} (over {limit // 1024} KiB)")
     return data

@@ -18,6 +18,7 @@ import numpy as np
 
 from streampose.errors import StreamPoseError
 from streampose.files import open_output, reported
+from streampose.poses.skeletons import get_skeleton
 
 
 @dataclass
@@ -54,8 +55,22 @@ class PersonLabel:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> PersonLabel:
-        return cls(**d)
+    def from_dict(cls, d: dict, num_joints: int | None = None) -> PersonLabel:
+        """A person from `to_dict` output, checked (a labels file is data from anywhere): known keys,
+        finite numbers, `num_joints` joints (when given), an int track id; ValueError says what is wrong."""
+        d = _record(d, "person", required={"joints3d", "joints2d", "visibility", "box"}, optional={"track_id", "score"})
+        j = num_joints or len(_sequence(d["joints3d"], "joints3d"))
+        visibility = _finite(d["visibility"], (j,), "visibility")
+        if ((visibility < 0) | (visibility > 1)).any():
+            raise ValueError("visibility must lie in [0, 1]")
+        return cls(
+            joints3d=_finite(d["joints3d"], (j, 3), "joints3d"),
+            joints2d=_finite(d["joints2d"], (j, 2), "joints2d"),
+            visibility=visibility,
+            box=_finite(d["box"], (4,), "box"),
+            track_id=_integer(d.get("track_id", 0), "track_id"),
+            score=float(_finite(d.get("score", 1.0), (), "score")),
+        )
 
 
 @dataclass
@@ -78,14 +93,65 @@ class FrameLabels:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> FrameLabels:
+    def from_dict(cls, d: dict, num_joints: int | None = None) -> FrameLabels:
+        """A frame from `to_dict` output, checked like `PersonLabel.from_dict`."""
+        d = _record(d, "frame", required={"index", "timestamp", "size", "source", "persons"})
+        size = tuple(_integer(v, "size") for v in _sequence(d["size"], "size", 2))
+        if not all(0 < v <= MAX_FRAME_SIDE for v in size):
+            raise ValueError(f"size must be (height, width) in 1..{MAX_FRAME_SIDE} pixels")
+        if not isinstance(d["source"], str):
+            raise ValueError("source must be a string")
+        index = _integer(d["index"], "index")
+        if index < 0:
+            raise ValueError("index must be >= 0")
         return cls(
-            index=d["index"],
-            timestamp=d["timestamp"],
-            size=tuple(d["size"]),
+            index=index,
+            timestamp=float(_finite(d["timestamp"], (), "timestamp")),
+            size=size,
             source=d["source"],
-            persons=[PersonLabel.from_dict(p) for p in d["persons"]],
+            persons=[PersonLabel.from_dict(p, num_joints) for p in _sequence(d["persons"], "persons")],
         )
+
+
+MAX_FRAME_SIDE = 1 << 16  # pixels: larger than any video a decoder opens
+
+
+def _record(d: object, what: str, required: set[str], optional: frozenset[str] | set[str] = frozenset()) -> dict:
+    """`d` as a dict with every `required` key and no key outside `required` and `optional`."""
+    if not isinstance(d, dict):
+        raise ValueError(f"a {what} must be an object, not {type(d).__name__}")
+    if missing := sorted(required - set(d)):
+        raise ValueError(f"a {what} needs {', '.join(missing)}")
+    if unknown := sorted(set(d) - required - set(optional)):
+        raise ValueError(f"a {what} has unknown key(s) {', '.join(map(str, unknown))}")
+    return d
+
+
+def _sequence(value: object, what: str, length: int | None = None) -> list:
+    if not isinstance(value, list) or (length is not None and len(value) != length):
+        raise ValueError(f"{what} must be a list" + (f" of {length}" if length is not None else ""))
+    return value
+
+
+def _integer(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{what} must be a whole number, not {type(value).__name__}")
+    return value
+
+
+def _finite(value: object, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """A JSON number or nested list as a float32 array of exactly `shape`, every value finite."""
+    if isinstance(value, bool | str) or (isinstance(value, list) and any(isinstance(v, bool | str) for v in value)):
+        raise ValueError(f"{what} must hold numbers")
+    try:
+        array = np.asarray(value, dtype=np.float32)
+    except (ValueError, TypeError, OverflowError):
+        raise ValueError(f"{what} must be numbers shaped {shape}") from None
+    if array.shape != shape:
+        raise ValueError(f"{what} must be shaped {shape}, not {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{what} must be finite (no NaN or infinity)")
+    return array
 
 
 LABELS_FORMAT = "streampose-labels/2"
@@ -162,20 +228,29 @@ def load_labels(path) -> tuple[dict, list[FrameLabels]]:
     complete = data.split(b"\n")[:-1]  # after the last newline: nothing, or a record cut short
     try:
         header = json.loads(complete[0]) if complete else None
-    except ValueError:
+    except (ValueError, RecursionError):
         header = None
     if not isinstance(header, dict) or header.get("format") != LABELS_FORMAT:
         raise StreamPoseError(f"{path}: not a stream-pose labels file (format {LABELS_FORMAT} expected)")
+    try:
+        joints = get_skeleton(header.get("skeleton")).num_joints
+    except (KeyError, TypeError):
+        raise StreamPoseError(f"{path}: names no known skeleton ({header.get('skeleton')!r})") from None
     header["videos"], frames = [], []
     for number, line in enumerate(complete[1:], start=2):
         try:
-            record = json.loads(line)
+            record = _record(json.loads(line), "record", required=set(), optional={"frame", "video"})
+            if len(record) != 1:
+                raise ValueError("a record holds one frame or one video")
             if "frame" in record:
-                frames.append(FrameLabels.from_dict(record["frame"]))
+                frames.append(FrameLabels.from_dict(record["frame"], joints))
+            elif not isinstance(record["video"], dict):
+                raise ValueError("a video must be an object")
             else:
                 header["videos"].append(record["video"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise StreamPoseError(f"{path}: line {number} is not a labels record ({type(e).__name__})") from None
+        except (ValueError, RecursionError) as e:
+            reason = "nested too deeply" if isinstance(e, RecursionError) else e
+            raise StreamPoseError(f"{path}: line {number} is not a labels record ({reason})") from None
     return header, frames
 
 
