@@ -14,9 +14,8 @@ from typing import Any
 from streampose.config import COUNT, DEVICE, POSITIVE, POSITIVE_FLOAT, THREADS, WEIGHT, Check, checked, read_config
 from streampose.errors import StreamPoseError
 from streampose.sources.base import MAX_VIDEO_MB, SourceFilters
-from streampose.stream.crops import CROP_SIZE
+from streampose.stream.crops import CROP_SIZE, MAX_CROP_SIZE
 
-MAX_CROP_SIZE = 1024  # a crop is an image the student sees whole: beyond this a typo, not a student
 SIZE_MULTIPLE = 32  # `student.SIZE_MULTIPLE`, which imports torch (this module must not)
 #: A teacher per producer keeps a core busy: more than a few per core only contend (and a shared
 #: config with producers = 500 would start 500 processes).

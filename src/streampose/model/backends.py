@@ -34,7 +34,9 @@ from streampose.model.preprocess import (
     normalize_images,
     prepare_model,
 )
+from streampose.model.student import SIZE_MULTIPLE
 from streampose.poses.skeletons import Skeleton, get_skeleton
+from streampose.stream.crops import MAX_CROP_SIZE
 
 
 def pick_device(name: str) -> torch.device:
@@ -109,7 +111,7 @@ class TorchBackend:
     ) -> None:
         """`threads` sets torch's CPU threads, for the whole process (torch has no per-model setting)."""
         ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
-        what = "the checkpoint" if isinstance(checkpoint, dict) else str(checkpoint)
+        self.what = what = "the checkpoint" if isinstance(checkpoint, dict) else str(checkpoint)
         self.skeleton = _check_skeleton(ckpt["skeleton"], expect_skeleton, what)
         pre = ckpt.get("preprocess", {})
         _check_normalisation(pre.get("mean", IMAGE_MEAN), pre.get("std", IMAGE_STD), what)
@@ -127,7 +129,7 @@ class TorchBackend:
         x = self.layout.inputs(crops)
         with self.layout.autocast(len(crops)):
             out = self.model(x)
-        return {k: out[k].float().cpu().numpy() for k in OUTPUTS}
+        return checked_outputs({k: out[k].float().cpu().numpy() for k in OUTPUTS}, len(crops), self.skeleton, self.what)
 
 
 class OnnxBackend:
@@ -152,19 +154,12 @@ class OnnxBackend:
         meta = read_metadata(model)
         if meta.get("streampose.format") != ONNX_FORMAT:
             raise StreamPoseError(f"{path}: not a stream-pose student ONNX model (no {ONNX_FORMAT} metadata)")
+        self.skeleton = _check_skeleton(meta.get("skeleton", ""), expect_skeleton, str(path))
         try:
-            self.skeleton = _check_skeleton(meta["skeleton"], expect_skeleton, str(path))
-            joints = json.loads(meta["joints"])
-            self.crop_size = int(meta["crop_size"])
-            _check_normalisation(json.loads(meta["mean"]), json.loads(meta["std"]), str(path))
-            mean_pose = json.loads(meta["mean_pose"]) if "mean_pose" in meta else None
-        except (KeyError, ValueError) as e:
-            raise StreamPoseError(f"{path}: incomplete stream-pose metadata ({type(e).__name__}: {e})") from None
-        if tuple(joints) != self.skeleton.joints:
-            raise StreamPoseError(
-                f"{path}: its metadata lists {len(joints)} joints that disagree with skeleton {self.skeleton.name}"
-            )
-        self.mean_pose = None if mean_pose is None else np.asarray(mean_pose, dtype=np.float32)
+            self.crop_size, self.mean_pose = _check_metadata(meta, self.skeleton)
+        except (KeyError, ValueError, TypeError, RecursionError) as e:
+            reason = f"no {e.args[0]}" if isinstance(e, KeyError) else e
+            raise StreamPoseError(f"{path}: its stream-pose metadata is not usable ({reason})") from None
         self.teacher = meta.get("teacher", "")
         self.metadata = meta
         providers = ["CPUExecutionProvider"]
@@ -183,14 +178,56 @@ class OnnxBackend:
             self.session = ort.InferenceSession(model, options, providers=providers)
         except Exception as e:
             raise StreamPoseError(f"{path}: onnxruntime cannot load it ({type(e).__name__}: {e})") from None
-        shape = self.session.get_inputs()[0].shape
-        if shape[1:] != [3, self.crop_size, self.crop_size]:
-            raise StreamPoseError(f"{path}: input shape {shape} disagrees with crop size {self.crop_size}")
+        inputs, outputs = self.session.get_inputs(), {o.name for o in self.session.get_outputs()}
+        if [i.name for i in inputs] != [ONNX_INPUT] or inputs[0].shape[1:] != [3, self.crop_size, self.crop_size]:
+            raise StreamPoseError(
+                f"{path}: inputs {[(i.name, i.shape) for i in inputs]} are not one {ONNX_INPUT} of "
+                f"(batch, 3, {self.crop_size}, {self.crop_size})"
+            )
+        if missing := [name for name in OUTPUTS if name not in outputs]:
+            raise StreamPoseError(f"{path}: no output {', '.join(missing)} (a student has {', '.join(OUTPUTS)})")
+        self.what = str(path)
 
     def __call__(self, crops: np.ndarray) -> dict[str, np.ndarray]:
         x = normalize_images(torch.from_numpy(np.ascontiguousarray(crops))).contiguous().numpy()
-        outs = self.session.run(list(OUTPUTS), {ONNX_INPUT: x})
-        return dict(zip(OUTPUTS, outs, strict=True))
+        try:
+            outs = self.session.run(list(OUTPUTS), {ONNX_INPUT: x})
+        except Exception as e:  # onnxruntime raises its own Fail/RuntimeException types
+            raise StreamPoseError(f"{self.what}: onnxruntime cannot run it ({type(e).__name__}: {e})") from None
+        return checked_outputs(dict(zip(OUTPUTS, outs, strict=True)), len(crops), self.skeleton, self.what)
+
+
+def _check_metadata(meta: dict[str, str], skeleton: Skeleton) -> tuple[int, np.ndarray | None]:
+    """An exported student's metadata, checked against its schema before any of it is used: the
+    crop size (a whole number in the range a student has: a crafted 40000 would make every crop
+    gigabytes), the joints, the normalisation, the mean pose; (crop size, mean pose)."""
+    crop_size = int(meta["crop_size"])
+    if not SIZE_MULTIPLE <= crop_size <= MAX_CROP_SIZE or crop_size % SIZE_MULTIPLE:
+        raise ValueError(f"crop_size {crop_size} is not a multiple of {SIZE_MULTIPLE} from 32 to {MAX_CROP_SIZE}")
+    if json.loads(meta["joints"]) != list(skeleton.joints):
+        raise ValueError(f"its joints disagree with skeleton {skeleton.name}")
+    mean, std = (np.asarray(json.loads(meta[k]), dtype=np.float64) for k in ("mean", "std"))
+    if mean.shape != (3,) or std.shape != (3,):
+        raise ValueError("mean and std must be three numbers each")
+    _check_normalisation(mean, std, "the model")
+    if "mean_pose" not in meta:
+        return crop_size, None
+    mean_pose = np.asarray(json.loads(meta["mean_pose"]), dtype=np.float32)
+    if mean_pose.shape != (skeleton.num_joints, 3) or not np.isfinite(mean_pose).all():
+        raise ValueError(f"mean_pose must be {skeleton.num_joints} finite (x, y, z)")
+    return crop_size, mean_pose
+
+
+def checked_outputs(out: dict[str, np.ndarray], batch: int, skeleton: Skeleton, what: str) -> dict[str, np.ndarray]:
+    """A student's outputs for `batch` crops, refused when misshapen or not finite: a NaN from a
+    broken or crafted model must stop the command with one line, not reach tracking or the metrics."""
+    j = skeleton.num_joints
+    for key, shape in {"joints3d": (batch, j, 3), "joints2d": (batch, j, 2), "vis_logits": (batch, j)}.items():
+        if out[key].shape != shape:
+            raise StreamPoseError(f"{what}: its {key} output is shaped {out[key].shape}, not {shape}")
+        if not np.isfinite(out[key]).all():
+            raise StreamPoseError(f"{what}: its {key} output is not finite (NaN or infinity): the model is broken")
+    return out
 
 
 def open_backend(

@@ -27,7 +27,7 @@ import torch
 
 from streampose.errors import StreamPoseError
 from streampose.files import atomic_torch_save
-from streampose.model.student import Student
+from streampose.model.student import Student, StudentConfig
 from streampose.poses.skeletons import get_skeleton
 
 FORMAT = "streampose-checkpoint/2"
@@ -118,7 +118,39 @@ def load_checkpoint(path: str | Path) -> dict:
         raise StreamPoseError(f"{path}: not a stream-pose checkpoint")
     if ckpt["format"] != FORMAT:
         raise StreamPoseError(f"{path}: a {ckpt['format']} checkpoint; this version reads {FORMAT} (retrain)")
+    try:
+        check_student(ckpt)
+    except ValueError as e:
+        raise StreamPoseError(f"{path}: {e}") from None
     return _from_plain(ckpt)
+
+
+def check_student(ckpt: dict) -> None:
+    """A checkpoint's skeleton, student config and weights, checked before anything is built from
+    them: the config against its schema (`StudentConfig.from_dict`), then the weights' names and
+    shapes against those of the network it describes, built on the meta device (no memory)."""
+    skeleton = ckpt.get("skeleton")
+    try:
+        joints = get_skeleton(skeleton).num_joints if isinstance(skeleton, str) else None
+    except KeyError as e:
+        raise ValueError(e.args[0]) from None
+    if joints is None:
+        raise ValueError(f"the skeleton must be a name, not {type(skeleton).__name__}")
+    config = StudentConfig.from_dict(ckpt.get("student"))
+    if config.num_joints != joints:
+        raise ValueError(f"the student predicts {config.num_joints} joints, skeleton {skeleton} has {joints}")
+    weights = ckpt.get("model")
+    if not isinstance(weights, Mapping) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise ValueError("the weights (model) must be a table of tensors")
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in Student(config).state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in weights.items()}
+    if got != expected:
+        key = next(k for k in sorted(set(got) | set(expected)) if got.get(k) != expected.get(k))
+        raise ValueError(
+            f"the weights disagree with the student config (at {key}: {got.get(key, 'missing')} in the file, "
+            f"{expected.get(key, 'none')} in the config)"
+        )
 
 
 def student_from(ckpt: dict, expect_skeleton: str | None = None) -> Student:

@@ -30,6 +30,8 @@ MIN_SIDE_PX = 32.0
 MARGIN = 0.25
 #: The crop side the student is trained on unless told otherwise (train, producers, crops alike).
 CROP_SIZE = 128
+#: A crop is an image the student sees whole: beyond this a typo or a crafted file, not a student.
+MAX_CROP_SIZE = 1024
 
 
 @dataclass
