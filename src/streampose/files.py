@@ -46,8 +46,8 @@ def reported(path: str | Path, doing: str = "cannot write") -> Iterator[None]:
         yield
     except OSError as e:
         reason = e.strerror or str(e) or type(e).__name__
-        if e.filename is not None and str(e.filename) != str(path):
-            reason += f": {e.filename}"
+        if e.filename is not None and str(path).startswith(str(e.filename)) and str(e.filename) != str(path):
+            reason += f": {e.filename}"  # a folder above `path` (not our temporary file beside it)
         raise StreamPoseError(f"{path}: {doing} ({reason})") from None
 
 

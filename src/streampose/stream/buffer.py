@@ -84,6 +84,8 @@ class RingBuffer:
         self.inserted = 0
         self.evicted = 0
         self.drawn = 0
+        self.frames = 0  # decoded frames the producers reported (`note_frames`), with or without persons
+        self.last_put: float | None = None  # wall-clock time of the last sample in
         self._closed = False
         self._error: BaseException | None = None
         self._created = time.monotonic()
@@ -147,6 +149,7 @@ class RingBuffer:
             self._track_id[slot] = sample.track_id
             self._source[slot] = self._source_id(sample.source)
             self.inserted += 1
+            self.last_put = time.time()
             self._record(0, 1)
             self._cond.notify_all()
         return True
@@ -189,6 +192,11 @@ class RingBuffer:
             }
             self.drawn += batch
         return out
+
+    def waiting_for(self) -> str | None:
+        """Why a `sample` would wait now, in words; None if it would not."""
+        with self._cond:
+            return self._waiting_for(self.fill)
 
     def _waiting_for(self, fill: int) -> str | None:
         """Why a sample() must wait now, in words for the timeout message; None if it need not."""
@@ -267,6 +275,7 @@ class RingBuffer:
         return index
 
     def _record(self, frames: int, persons: int) -> None:
+        self.frames += frames
         now = time.monotonic()
         self._events.append((now, frames, persons))
         self._prune(now)
