@@ -27,9 +27,8 @@ from streampose.config import CHECK, _value, check_values, read_config
 from streampose.engine.config import TrainConfig
 from streampose.errors import StreamPoseError
 from streampose.model.backends import OnnxBackend
-from streampose.model.checkpoint import check_student
+from streampose.model.checkpoint import MAX_CHANNELS, check_student, student_config
 from streampose.model.export import onnx_bytes
-from streampose.model.student import MAX_CHANNELS, StudentConfig
 from streampose.poses.labels import load_labels
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -218,7 +217,7 @@ def test_a_fuzzed_student_config_is_checked_before_anything_is_built(key, value,
     except ValueError as e:
         assert "\n" not in str(e)
         return
-    parsed = StudentConfig.from_dict(config)  # accepted: then it is the network its weights fit
+    parsed = student_config(config)  # accepted: then it is the network its weights fit
     assert max(parsed.neck, parsed.head, parsed.stem) <= MAX_CHANNELS
 
 

@@ -82,9 +82,11 @@ def test_a_bad_config_value_is_one_line(tmp_path, toml, words):
     assert_one_error(run_cli("train", "--config", config, "--source", "x.mp4"), str(config), words)
 
 
-def test_endless_config_and_list_files_are_refused_without_reading_them():
+def test_endless_config_list_and_labels_files_are_refused_without_reading_them(sports2d):
     assert_one_error(run_cli("train", "--config", "/dev/zero", timeout=60), "/dev/zero: too large for a config")
     assert_one_error(run_cli("label", "@/dev/zero", timeout=60), "/dev/zero: too large for a list file")
+    proc = run_cli("view", "/dev/zero", "--video", sports2d, "--png", "/nonexistent/s.png", timeout=60)
+    assert_one_error(proc, "/dev/zero: a line over 64 MiB is no labels record")
 
 
 @pytest.mark.parametrize(
@@ -271,7 +273,7 @@ def _small_disk(limit: int):
     return apply
 
 
-def test_a_full_disk_keeps_the_good_file_and_is_one_line(tmp_path, good_checkpoint):
+def test_a_full_disk_keeps_the_good_file_and_is_one_line(tmp_path, short_clip, good_checkpoint):
     onnx_path = tmp_path / "student.onnx"
     assert run_cli("export", "--checkpoint", good_checkpoint, "--onnx", onnx_path).returncode == 0
     good = onnx_path.read_bytes()
@@ -279,6 +281,13 @@ def test_a_full_disk_keeps_the_good_file_and_is_one_line(tmp_path, good_checkpoi
     assert_one_error(proc, str(onnx_path), "File too large")
     assert onnx_path.read_bytes() == good
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no temporary file left behind
+
+    labels = tmp_path / "labels.jsonl"  # written as it grows: the first record past the limit fails
+    proc = run_cli(
+        "label", short_clip, "--teacher", "mediapipe", "--max-frames", "3", "--save", labels,
+        preexec_fn=_small_disk(300),
+    )  # fmt: skip
+    assert_one_error(proc, str(labels), "File too large")
 
 
 def test_a_checkpoint_on_a_full_disk_is_an_os_error_not_a_torch_traceback(tmp_path, good_checkpoint):

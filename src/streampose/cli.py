@@ -21,6 +21,7 @@ from streampose.errors import ReportedError, StreamPoseError
 from streampose.files import STDOUT
 from streampose.options import (
     TEACHER_HELP,
+    add_frame_options,
     add_model_options,
     add_rerun_option,
     add_source_options,
@@ -223,8 +224,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def config_option(p: argparse.ArgumentParser, flag: str, kind: type | None = None, **kwargs) -> None:
-    """A train option whose default and type are `TrainConfig`'s field of that name: its `Check`,
-    or `kind`, or the default's type."""
+    """A train option whose default and type (`kind`, the field's `Check`, the default's) are `TrainConfig`'s."""
     name = flag[2:].replace("-", "_")
     check = TrainConfig.__dataclass_fields__[name].metadata.get(CHECK)
     default = getattr(TRAIN, name)
@@ -301,21 +301,17 @@ def add_predict_parser(sub) -> None:
         metavar="x0,y0,x1,y1",
         help="seed one track on the first frame instead of the detector, frame pixels (--box=-5,... if negative)",
     )
-    p.add_argument(
-        "--detect-every", type=POSITIVE.parse, metavar="K", help="run the detector every K frames (tracker default)"
-    )
+    p.add_argument("--detect-every", type=POSITIVE.parse, metavar="K", help="detector every K frames (tracker default)")
     p.add_argument("--max-persons", type=POSITIVE.parse, default=None, help="follow at most this many people at once")
     p.add_argument("--detector", metavar="yolox_nano.onnx", help="the person detector (default: the model store's)")
     p.add_argument("--skeleton", default=None, help="refuse a model that predicts another skeleton")
-    p.add_argument("--max-side", type=POSITIVE.parse, help="scale frames so the longest side is at most this")
+    add_frame_options(p, max_side=None, stride=False)
     p.add_argument("--device", default="auto", type=DEVICE.parse, help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument(
-        "--threads",
-        type=Check(int, low=0, words={"auto": 0}).parse,
-        default=1,
+        "--threads", type=Check(int, low=0, words={"auto": 0}).parse, default=1,
         help="CPU inference threads (0 or auto: all); tracking runs one crop at a time, where one thread is as fast "
         "and leaves the other cores to decoding and encoding",
-    )
+    )  # fmt: skip
     p.set_defaults(func=cmd_predict)
 
 
@@ -327,9 +323,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("label", help="label videos with a teacher")
     p.add_argument("sources", nargs="+", metavar="SOURCE")
     p.add_argument("--teacher", default="topdown", type=teacher_spec, help=TEACHER_HELP)
-    p.add_argument("--stride", type=POSITIVE.parse, default=1, help="label every n-th frame")
-    p.add_argument("--max-frames", type=POSITIVE.parse, default=None, help="per video, after stride")
-    p.add_argument("--max-side", type=POSITIVE.parse, help="scale frames so the longest side is at most this")
+    add_frame_options(p, max_side=None)
     p.add_argument("--save", metavar="labels.jsonl", help="write the labels as they are made (never pixels)")
     p.add_argument("--render", metavar="overlay.mp4", help="write an overlay video")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
@@ -356,9 +350,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     p.add_argument("sources", nargs="+", metavar="SOURCE")
     add_model_options(p)
     p.add_argument("--teacher", default=None, help="default: the student's teacher")
-    p.add_argument("--stride", type=POSITIVE.parse, default=1)
-    p.add_argument("--max-frames", type=POSITIVE.parse, default=None)
-    p.add_argument("--max-side", type=POSITIVE.parse, default=720)
+    add_frame_options(p, max_side=720)
     p.add_argument("--device", default="auto", type=DEVICE.parse, help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object, the last stdout line")
     add_source_options(p, loop=False, permission=True)

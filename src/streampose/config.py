@@ -93,6 +93,7 @@ COUNT = Check(int, low=0)
 POSITIVE_FLOAT = Check(float, above=0)
 NON_NEGATIVE_FLOAT = Check(float, low=0)
 WEIGHT = NON_NEGATIVE_FLOAT
+MAX_SIDE = Check(int, low=0)  # pixels; 0: frames at full size
 #: auto, cpu, mps, cuda or cuda:N (torch's spelling), checked before torch is imported.
 DEVICE = Check(pattern=r"auto|cpu|mps|cuda(:\d{1,2})?", describe="auto, cpu, mps, cuda or cuda:N")
 THREADS = Check(int, low=1, words={"auto": None})  # auto (None): torch's default

@@ -10,7 +10,7 @@ import sys
 from tqdm import tqdm
 
 from streampose import sources
-from streampose.config import NON_NEGATIVE_FLOAT, POSITIVE, POSITIVE_FLOAT
+from streampose.config import MAX_SIDE, NON_NEGATIVE_FLOAT, POSITIVE, POSITIVE_FLOAT
 from streampose.errors import StreamPoseError
 from streampose.sources.base import MAX_VIDEO_MB
 from streampose.stream import stages
@@ -74,6 +74,19 @@ def add_source_options(p: argparse.ArgumentParser, loop: bool = True, permission
             help="affirm that you have Pexels' explicit permission to train or evaluate models on its videos "
             "(required for pexels: sources)",
         )
+
+
+def add_frame_options(p: argparse.ArgumentParser, max_side: int | None, stride: bool = True) -> None:
+    """Which frames a command sees and at what size (label, eval; predict: `stride` False)."""
+    if stride:
+        p.add_argument("--stride", type=POSITIVE.parse, default=1, help="every n-th frame")
+        p.add_argument("--max-frames", type=POSITIVE.parse, default=None, help="per video, after stride")
+    p.add_argument(
+        "--max-side",
+        type=MAX_SIDE.parse,
+        default=max_side,
+        help="scale frames so the longest side is at most this (0: full size)",
+    )
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:

@@ -11,7 +11,18 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from streampose.config import COUNT, DEVICE, POSITIVE, POSITIVE_FLOAT, THREADS, WEIGHT, Check, checked, read_config
+from streampose.config import (
+    COUNT,
+    DEVICE,
+    MAX_SIDE,
+    POSITIVE,
+    POSITIVE_FLOAT,
+    THREADS,
+    WEIGHT,
+    Check,
+    checked,
+    read_config,
+)
 from streampose.errors import StreamPoseError
 from streampose.sources.base import MAX_VIDEO_MB, SourceFilters
 from streampose.stream.crops import CROP_SIZE, MAX_CROP_SIZE
@@ -48,7 +59,7 @@ class TrainConfig:
     # a count, or auto: from the cores and the device (`producers.auto_producers`)
     producers: int | str = checked("auto", PRODUCERS)
     stride: int = checked(1, POSITIVE)
-    max_side: int | None = checked(720, POSITIVE)
+    max_side: int | None = checked(720, MAX_SIDE)  # 0 or None: frames at full size
     max_frames: int | None = checked(None, POSITIVE)  # per video and pass
     max_videos: int | None = checked(None, POSITIVE)
     max_video_mb: float = checked(MAX_VIDEO_MB, POSITIVE_FLOAT)

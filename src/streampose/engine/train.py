@@ -111,7 +111,7 @@ class Trainer:
 
     def resume(self, path: Path) -> None:
         """Continue from a checkpoint of the same student: weights, optimiser, schedule, RNG, used videos."""
-        ckpt = load_checkpoint(path)
+        ckpt = load_checkpoint(path, student=True)
         if ckpt["skeleton"] != self.skeleton.name or ckpt["student"] != self.model.config_dict():
             cfg = self.cfg
             raise StreamPoseError(

@@ -110,7 +110,7 @@ class TorchBackend:
         threads: int | None = None,
     ) -> None:
         """`threads` sets torch's CPU threads, for the whole process (torch has no per-model setting)."""
-        ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+        ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint, student=True)
         self.what = what = "the checkpoint" if isinstance(checkpoint, dict) else str(checkpoint)
         self.skeleton = _check_skeleton(ckpt["skeleton"], expect_skeleton, what)
         pre = ckpt.get("preprocess", {})
@@ -255,7 +255,7 @@ def open_backend(
     if onnx is not None:
         return OnnxBackend(onnx, device=device, expect_skeleton=expect_skeleton, threads=threads)
     if (fastest_backend(device, batch) if backend == "auto" else backend) == "onnxruntime":
-        ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+        ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint, student=True)
         return OnnxBackend(onnx_bytes(ckpt), device=device, expect_skeleton=expect_skeleton, threads=threads)
     return TorchBackend(checkpoint, device=device, expect_skeleton=expect_skeleton, threads=threads)
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -219,15 +221,34 @@ def load_labels(path) -> tuple[dict, list[FrameLabels]]:
     """(header with its `videos`, frames) of a labels file; a torn last line (the writer was
     killed mid-record) is dropped, everything before it is read."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        f = open(path, "rb")  # noqa: SIM115 - closed below, after the old format's early return
     except FileNotFoundError:
         raise StreamPoseError(f"{path}: no such labels file") from None
-    if data.startswith(b"PK"):  # a zip: the torch file of format 1
-        return _load_old(path)
-    complete = data.split(b"\n")[:-1]  # after the last newline: nothing, or a record cut short
+    except OSError as e:
+        raise StreamPoseError(f"{path}: cannot read the labels file ({e.strerror or e})") from None
+    with f:
+        if f.peek(2)[:2] == b"PK":  # a zip: the torch file of format 1
+            return _load_old(path)
+        return _load_lines(path, _complete_lines(f, path))
+
+
+MAX_RECORD_BYTES = 64 << 20  # one frame's labels take kilobytes: a longer line is no record
+
+
+def _complete_lines(f: IO[bytes], path) -> Iterator[bytes]:
+    """The lines of `f`, each read with a size limit (a file with no newline, /dev/zero, fails
+    instead of filling memory); a last line without its newline was cut short by a kill: dropped."""
+    while line := f.readline(MAX_RECORD_BYTES + 1):
+        if not line.endswith(b"\n"):
+            if len(line) > MAX_RECORD_BYTES:
+                raise StreamPoseError(f"{path}: a line over {MAX_RECORD_BYTES >> 20} MiB is no labels record")
+            return
+        yield line
+
+
+def _load_lines(path, lines: Iterator[bytes]) -> tuple[dict, list[FrameLabels]]:
     try:
-        header = json.loads(complete[0]) if complete else None
+        header = json.loads(next(lines, b"null"))
     except (ValueError, RecursionError):
         header = None
     if not isinstance(header, dict) or header.get("format") != LABELS_FORMAT:
@@ -237,7 +258,7 @@ def load_labels(path) -> tuple[dict, list[FrameLabels]]:
     except (KeyError, TypeError):
         raise StreamPoseError(f"{path}: names no known skeleton ({header.get('skeleton')!r})") from None
     header["videos"], frames = [], []
-    for number, line in enumerate(complete[1:], start=2):
+    for number, line in enumerate(lines, start=2):
         try:
             record = _record(json.loads(line), "record", required=set(), optional={"frame", "video"})
             if len(record) != 1:
