@@ -245,7 +245,8 @@ def test_predict_poses_dash_streams_to_stdout(short_clip, good_checkpoint):
 
 
 def test_label_save_naming_a_folder_or_a_link_is_one_line(tmp_path, short_clip):
-    for path, kind in [_specials(tmp_path)[i] for i in (0, 2)]:
+    link, _, folder = _specials(tmp_path)[:3]
+    for path, kind in (link, folder):
         proc = run_cli("label", short_clip, "--teacher", "mediapipe", "--max-frames", "2", "--save", path)
         assert_one_error(proc, str(path), kind)
 
