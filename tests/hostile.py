@@ -4,8 +4,11 @@ checkpoints, real ONNX files and labels files, made small and broken on purpose.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +26,24 @@ def run_cli(*args: object, timeout: float = 300, **kwargs) -> subprocess.Complet
     """`python -m streampose ARGS` as a user runs it."""
     cmd = [sys.executable, "-m", "streampose", *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def run_cli_peak(*args: object, timeout: float = 300) -> tuple[subprocess.CompletedProcess, float]:
+    """`run_cli`, and the command's peak resident memory in GB (its own rusage, from wait4)."""
+    cmd = [sys.executable, "-m", "streampose", *map(str, args)]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        result = subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read())
+    return result, usage.ru_maxrss / 2**20  # KiB on Linux
 
 
 def assert_one_error(proc: subprocess.CompletedProcess, *words: str) -> str:
@@ -80,27 +101,42 @@ def with_metadata(model: onnx.ModelProto, **props: str) -> onnx.ModelProto:
 
 
 def nan_student(metadata: dict[str, str]) -> onnx.ModelProto:
-    """A graph with a student's input and outputs whose 3D and 2D joints are NaN, built with onnx.helper."""
+    """A student whose 3D and 2D joints are NaN for every crop (built with onnx.helper)."""
+    inits = [helper.make_tensor("axes", TensorProto.INT64, [3], [1, 2, 3])]
+    nodes = [helper.make_node("ReduceMean", ["image", "axes"], ["per_crop"], keepdims=0)]
+    return _student_graph(metadata, inits, nodes, joints=float("nan"))
+
+
+def memory_bomb(metadata: dict[str, str], shape: tuple[int, ...] = (1 << 16, 1 << 15)) -> onnx.ModelProto:
+    """A student that asks onnxruntime for a tensor of `shape` (8 GB of float32 by default) as it runs."""
+    one = helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])
+    inits = [helper.make_tensor("shape", TensorProto.INT64, [len(shape)], list(shape)),
+             helper.make_tensor("axes", TensorProto.INT64, [3], [1, 2, 3])]  # fmt: skip
+    nodes = [
+        helper.make_node("ConstantOfShape", ["shape"], ["big"], value=one),
+        helper.make_node("ReduceSum", ["big"], ["total"], keepdims=0),
+        helper.make_node("ReduceMean", ["image", "axes"], ["mean"], keepdims=0),
+        helper.make_node("Add", ["mean", "total"], ["per_crop"]),
+    ]
+    return _student_graph(metadata, inits, nodes, joints=0.0)
+
+
+def _student_graph(metadata: dict[str, str], inits: list, nodes: list, joints: float) -> onnx.ModelProto:
+    """A graph with a student's input and outputs, `nodes` computing one value per crop (`per_crop`);
+    each output is that value plus a constant: `joints` for the joints, 0 for the visibility logits."""
     shapes = {"joints3d": ["batch", JOINTS, 3], "joints2d": ["batch", JOINTS, 2], "vis_logits": ["batch", JOINTS]}
     image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, CROP, CROP])
     outputs = [helper.make_tensor_value_info(k, TensorProto.FLOAT, s) for k, s in shapes.items()]
-    inits = [
-        helper.make_tensor("axes", TensorProto.INT64, [3], [1, 2, 3]),
-        helper.make_tensor("to3", TensorProto.INT64, [2], [1, 2]),
-        helper.make_tensor("to2", TensorProto.INT64, [1], [1]),
-        helper.make_tensor("joints3d_c", TensorProto.FLOAT, [1, JOINTS, 3], [float("nan")] * JOINTS * 3),
-        helper.make_tensor("joints2d_c", TensorProto.FLOAT, [1, JOINTS, 2], [float("nan")] * JOINTS * 2),
-        helper.make_tensor("vis_logits_c", TensorProto.FLOAT, [1, JOINTS], [0.0] * JOINTS),
-    ]
-    nodes = [
-        helper.make_node("ReduceMean", ["image", "axes"], ["mean"], keepdims=0),  # (batch,)
-        helper.make_node("Unsqueeze", ["mean", "to3"], ["mean3"]),
-        helper.make_node("Unsqueeze", ["mean", "to2"], ["mean2"]),
-        helper.make_node("Add", ["mean3", "joints3d_c"], ["joints3d"]),
-        helper.make_node("Add", ["mean3", "joints2d_c"], ["joints2d"]),
-        helper.make_node("Add", ["mean2", "vis_logits_c"], ["vis_logits"]),
-    ]
-    graph = helper.make_graph(nodes, "nan-student", [image], outputs, inits)
+    inits = [*inits, helper.make_tensor("to3", TensorProto.INT64, [2], [1, 2]),
+             helper.make_tensor("to2", TensorProto.INT64, [1], [1])]  # fmt: skip
+    nodes = [*nodes, helper.make_node("Unsqueeze", ["per_crop", "to3"], ["per_crop3"]),
+             helper.make_node("Unsqueeze", ["per_crop", "to2"], ["per_crop2"])]  # fmt: skip
+    for key, shape in shapes.items():
+        size = JOINTS * (shape[2] if len(shape) == 3 else 1)
+        value = joints if key != "vis_logits" else 0.0
+        inits.append(helper.make_tensor(f"{key}_c", TensorProto.FLOAT, [1, *shape[1:]], [value] * size))
+        nodes.append(helper.make_node("Add", [f"per_crop{len(shape)}", f"{key}_c"], [key]))
+    graph = helper.make_graph(nodes, "crafted-student", [image], outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
     onnx.checker.check_model(model)
     return with_metadata(model, **metadata)

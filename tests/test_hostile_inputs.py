@@ -23,9 +23,11 @@ from hostile import (
     HEADER,
     assert_one_error,
     frame,
+    memory_bomb,
     nan_student,
     person,
     run_cli,
+    run_cli_peak,
     student_state,
     with_metadata,
     write_labels,
@@ -157,8 +159,9 @@ def _config(**change) -> dict:
 )
 def test_a_crafted_checkpoint_is_refused_before_it_is_built(tmp_path, override, words):
     ckpt = save_checkpoint(tmp_path / "crafted.pt", **student_state(**override))
-    proc = run_cli("export", "--checkpoint", ckpt, "--onnx", tmp_path / "s.onnx")
+    proc, peak_gb = run_cli_peak("export", "--checkpoint", ckpt, "--onnx", tmp_path / "s.onnx")
     assert_one_error(proc, str(ckpt), words)
+    assert peak_gb < 1.5  # neck = head = 30000 took 3.9 GB and 15 s before its traceback
     assert not (tmp_path / "s.onnx").exists()
 
 
@@ -180,7 +183,18 @@ def test_predict_refuses_a_checkpoint_whose_config_disagrees_with_its_weights(tm
 def test_crafted_onnx_metadata_is_refused(tmp_path, short_clip, good_onnx, props, words):
     crafted = tmp_path / "crafted.onnx"
     onnx.save(with_metadata(onnx.load(str(good_onnx)), **props), str(crafted))
-    assert_one_error(run_cli("predict", short_clip, "--onnx", crafted, "--json"), str(crafted), words)
+    proc, peak_gb = run_cli_peak("predict", short_clip, "--onnx", crafted, "--json")
+    assert_one_error(proc, str(crafted), words)
+    assert peak_gb < 1.5  # crop_size = 40000 was killed at 6 GB
+
+
+def test_an_onnx_that_allocates_without_bound_is_stopped_at_the_arenas_cap(tmp_path, short_clip, good_onnx):
+    meta = {p.key: p.value for p in onnx.load(str(good_onnx)).metadata_props}
+    crafted = tmp_path / "bomb.onnx"
+    onnx.save(memory_bomb(meta), str(crafted))  # an 8 GB tensor at run time
+    proc, peak_gb = run_cli_peak("predict", short_clip, "--onnx", crafted, "--json")
+    assert_one_error(proc, str(crafted), "onnxruntime cannot run it", "requested bytes of 8589934592")
+    assert peak_gb < 1.5
 
 
 def test_an_onnx_without_a_students_outputs_is_refused(tmp_path, short_clip, good_onnx):

@@ -12,6 +12,7 @@ the layout and precision `preprocess.prepare_model` picks, `OnnxBackend` in floa
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Iterable
@@ -168,6 +169,9 @@ class OnnxBackend:
                 raise StreamPoseError("--device cuda: this onnxruntime build has no CUDA execution provider")
             providers.insert(0, "CUDAExecutionProvider")
         options = ort.SessionOptions()
+        options.log_severity_level = 4  # its errors come back as exceptions, reported here in one line
+        _capped_cpu_arena()
+        options.add_session_config_entry("session.use_env_allocators", "1")
         if threads:
             options.intra_op_num_threads = threads
             # The crops are normalised in torch (`normalize_images`): left at torch's default, a
@@ -193,8 +197,24 @@ class OnnxBackend:
         try:
             outs = self.session.run(list(OUTPUTS), {ONNX_INPUT: x})
         except Exception as e:  # onnxruntime raises its own Fail/RuntimeException types
-            raise StreamPoseError(f"{self.what}: onnxruntime cannot run it ({type(e).__name__}: {e})") from None
+            reason = " ".join(str(e).split())  # onnxruntime's messages span lines
+            raise StreamPoseError(f"{self.what}: onnxruntime cannot run it ({type(e).__name__}: {reason})") from None
         return checked_outputs(dict(zip(OUTPUTS, outs, strict=True)), len(crops), self.skeleton, self.what)
+
+
+#: What student sessions may allocate on the CPU (onnxruntime's arena): a student's activations at
+#: eval's batch take a few hundred MB; a crafted graph that asks for more fails in one line instead
+#: of filling the machine's memory.
+ONNX_MEMORY_LIMIT = 2 << 30
+
+
+@functools.cache
+def _capped_cpu_arena() -> None:
+    """Register, once per process, the CPU arena capped at `ONNX_MEMORY_LIMIT` that student sessions share."""
+    import onnxruntime as ort
+
+    info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+    ort.create_and_register_allocator(info, ort.OrtArenaCfg(ONNX_MEMORY_LIMIT, -1, -1, -1))
 
 
 def _check_metadata(meta: dict[str, str], skeleton: Skeleton) -> tuple[int, np.ndarray | None]:
