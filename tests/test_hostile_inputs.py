@@ -12,8 +12,11 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 import warnings
 
+import av
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -321,6 +324,33 @@ def test_a_checkpoint_on_a_full_disk_is_an_os_error_not_a_torch_traceback(tmp_pa
 
 
 # -- a run that gets nothing ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_train_on_a_video_of_nobody_says_why_it_waits(tmp_path):
+    """Before: `train` on a video with nobody in it waited forever without a word."""
+    video = tmp_path / "nobody.mp4"
+    with av.open(str(video), "w") as out:
+        stream = out.add_stream("mpeg4", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        for i in range(30):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.full((120, 160, 3), 60 + i, np.uint8), "rgb24")))
+        out.mux(stream.encode())
+    cmd = [sys.executable, "-m", "streampose", "train", "--source", video, "--teacher", "mediapipe", "--student",
+           "micro", "--out", tmp_path / "run", "--steps", "5", "--min-fill", "8", "--producers", "1"]  # fmt: skip
+    proc = subprocess.Popen(list(map(str, cmd)), stderr=subprocess.PIPE, text=True)
+    try:
+        start = time.monotonic()
+        line = proc.stderr.readline()
+        while line and "warning:" not in line and time.monotonic() - start < 120:
+            line = proc.stderr.readline()
+        waited = time.monotonic() - start
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        proc.kill()
+    assert "no batch to train on since" in line and "waiting for min_fill: 0 of 8 samples in" in line, line
+    assert "put 0 samples in (none yet)" in line and 25 < waited < 90
 
 
 def test_a_buffer_that_gets_nothing_says_what_it_waits_for_and_since_when():
