@@ -154,6 +154,7 @@ OTHER = {
 OPTION_TEXT = (
     st.text(max_size=8)
     | st.integers(-(10**6), 10**6).map(str)
+    | st.integers(-(10**30), 10**30).map(str)
     | st.floats(allow_nan=True, allow_infinity=True).map(str)
     | st.sampled_from(["auto", "cuda:1", "0", "-0", "1e309", "nan", " 3", "0x10"])
 )

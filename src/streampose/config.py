@@ -69,7 +69,7 @@ class Check:
         if self.kind is int and (not isinstance(value, int) or value % self.multiple):
             return False
         return (
-            math.isfinite(value)
+            (math.isfinite(value) if isinstance(value, float) else abs(value) < 2**63)  # what a C int64 holds
             and (self.low is None or value >= self.low)
             and (self.high is None or value <= self.high)
             and (self.above is None or value > self.above)

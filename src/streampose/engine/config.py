@@ -25,9 +25,8 @@ from streampose.config import (
 )
 from streampose.errors import StreamPoseError
 from streampose.sources.base import MAX_VIDEO_MB, SourceFilters
-from streampose.stream.crops import CROP_SIZE, MAX_CROP_SIZE
+from streampose.stream.crops import CROP_SIZE, CROP_SIZES
 
-SIZE_MULTIPLE = 32  # `student.SIZE_MULTIPLE`, which imports torch (this module must not)
 #: A teacher per producer keeps a core busy: more than a few per core only contend (and a shared
 #: config with producers = 500 would start 500 processes).
 PRODUCERS = Check(int, low=1, high=4 * (os.cpu_count() or 1), words={"auto": "auto"})
@@ -52,7 +51,7 @@ class TrainConfig:
     # Fraction of training crops that show no person (all visibility 0): what makes the student's
     # confidence mean "a person is here" (docs/student.md).
     negatives: float = checked(0.1, Check(float, low=0, high=1))
-    crop_size: int = checked(CROP_SIZE, Check(int, low=SIZE_MULTIPLE, high=MAX_CROP_SIZE, multiple=SIZE_MULTIPLE))
+    crop_size: int = checked(CROP_SIZE, CROP_SIZES)
     buffer_gb: float = checked(1.0, POSITIVE_FLOAT)
     min_fill: int = checked(256, POSITIVE)
     max_replay: float | None = checked(None, POSITIVE_FLOAT)

@@ -35,9 +35,8 @@ from streampose.model.preprocess import (
     normalize_images,
     prepare_model,
 )
-from streampose.model.student import SIZE_MULTIPLE
 from streampose.poses.skeletons import Skeleton, get_skeleton
-from streampose.stream.crops import MAX_CROP_SIZE
+from streampose.stream.crops import CROP_SIZES
 
 
 def pick_device(name: str) -> torch.device:
@@ -222,8 +221,8 @@ def _check_metadata(meta: dict[str, str], skeleton: Skeleton) -> tuple[int, np.n
     crop size (a whole number in the range a student has: a crafted 40000 would make every crop
     gigabytes), the joints, the normalisation, the mean pose; (crop size, mean pose)."""
     crop_size = int(meta["crop_size"])
-    if not SIZE_MULTIPLE <= crop_size <= MAX_CROP_SIZE or crop_size % SIZE_MULTIPLE:
-        raise ValueError(f"crop_size {crop_size} is not a multiple of {SIZE_MULTIPLE} from 32 to {MAX_CROP_SIZE}")
+    if not CROP_SIZES.ok(crop_size):
+        raise ValueError(f"crop_size must be {CROP_SIZES}, not {crop_size}")
     if json.loads(meta["joints"]) != list(skeleton.joints):
         raise ValueError(f"its joints disagree with skeleton {skeleton.name}")
     mean, std = (np.asarray(json.loads(meta[k]), dtype=np.float64) for k in ("mean", "std"))
