@@ -5,7 +5,9 @@ one is exit status 2 with exactly one `error:` line and no traceback (`hostile.a
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import resource
 import signal
 import stat
@@ -339,11 +341,18 @@ def test_train_on_a_video_of_nobody_says_why_it_waits(tmp_path):
     cmd = [sys.executable, "-m", "streampose", "train", "--source", video, "--teacher", "mediapipe", "--student",
            "micro", "--out", tmp_path / "run", "--steps", "5", "--min-fill", "8", "--producers", "1"]  # fmt: skip
     proc = subprocess.Popen(list(map(str, cmd)), stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:  # stderr read on a thread: a run that says nothing must not block the test
+        for text in proc.stderr:
+            lines.put(text)
+
+    threading.Thread(target=pump, daemon=True).start()
+    start, line = time.monotonic(), ""
     try:
-        start = time.monotonic()
-        line = proc.stderr.readline()
-        while line and "warning:" not in line and time.monotonic() - start < 120:
-            line = proc.stderr.readline()
+        while "warning:" not in line and time.monotonic() - start < 90:
+            with contextlib.suppress(queue.Empty):
+                line = lines.get(timeout=1)
         waited = time.monotonic() - start
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 130
