@@ -256,11 +256,19 @@ def test_predict_never_replaces_anything_but_a_regular_file(tmp_path, short_clip
         assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
 
 
-def test_predict_poses_dash_streams_to_stdout(short_clip, good_checkpoint):
+def test_predict_poses_dash_streams_to_stdout(short_clip, sports2d, good_checkpoint):
     proc = run_cli("predict", short_clip, "--checkpoint", good_checkpoint, "--poses", "-")
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
     assert len(lines) == 30 and all(line.startswith('{"frame": ') for line in lines)
+    # 230 frames: the reader is gone long before the last is written
+    cmd = [sys.executable, "-m", "streampose", "predict", sports2d, "--checkpoint", good_checkpoint, "--poses", "-",
+           "--max-side", "160"]  # fmt: skip
+    reader_gone = subprocess.Popen(list(map(str, cmd)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    reader_gone.stdout.readline()
+    reader_gone.stdout.close()  # as `| head -1` does
+    assert reader_gone.wait(timeout=300) == 141  # as SIGPIPE ends other tools
+    assert "Traceback" not in reader_gone.stderr.read()
 
 
 def test_label_save_naming_a_folder_or_a_link_is_one_line(tmp_path, short_clip):

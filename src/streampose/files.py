@@ -16,6 +16,7 @@ import contextlib
 import io
 import os
 import stat
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -66,6 +67,18 @@ def output_path(path: str | Path) -> Path:
             raise StreamPoseError(f"{path}: is a {kind}; an output only ever replaces a regular file")
         path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def stdout_stream() -> Iterator[IO[bytes]]:
+    """stdout, for an output named `-`. A reader that goes away (`| head`) ends the command quietly
+    with exit status 141, as SIGPIPE ends other tools, instead of a BrokenPipeError traceback."""
+    try:
+        yield sys.stdout.buffer
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python flushes stdout at exit
+        raise SystemExit(141) from None
 
 
 def open_output(path: str | Path) -> IO[str]:

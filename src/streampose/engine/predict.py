@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from streampose.detect.yolox import PersonDetector
 from streampose.engine.predicted import FramePoses
 from streampose.engine.tracking import Detector, Tracker, TrackerConfig
 from streampose.errors import StreamPoseError
-from streampose.files import STDOUT, atomic_write
+from streampose.files import STDOUT, atomic_write, stdout_stream
 from streampose.model.backends import Backend
 from streampose.poses.skeletons import Skeleton
 from streampose.stream import stages
@@ -139,7 +138,7 @@ def predict_video(
             raise StreamPoseError(f"--box {box}: lies outside the {w}x{h} frame")
 
     result = PredictResult(backend=backend.name, skeleton=backend.skeleton.name, crop_size=backend.crop_size)
-    result.outputs = [str(p) for p in (poses, render, rerun) if p]
+    result.outputs = ["stdout" if p == STDOUT else str(p) for p in (poses, render, rerun) if p]
     confidence_sum = 0.0
     tracker = Tracker(backend, detector, config, box)
     viewer = recording(backend.skeleton, rerun)
@@ -167,8 +166,8 @@ def predict_video(
 
     try:
         if poses == STDOUT:
-            run(sys.stdout.buffer)
-            sys.stdout.flush()
+            with stdout_stream() as sink:
+                run(sink)
         elif poses is not None:
             atomic_write(poses, run)
         else:
