@@ -4,11 +4,8 @@ checkpoints, real ONNX files and labels files, made small and broken on purpose.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import tempfile
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -28,22 +25,28 @@ def run_cli(*args: object, timeout: float = 300, **kwargs) -> subprocess.Complet
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
+#: Runs `python -m streampose ARGS` as its child and prints the child's peak RSS. Measured from a
+#: small process, not from pytest: Linux carries the forking process's peak RSS across exec, so a
+#: child forked from a 2 GB pytest would report 2 GB whatever it did.
+_PEAK = """import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.executable, [sys.executable, "-m", "streampose", *sys.argv[1:]])
+_, status, usage = os.wait4(pid, 0)
+print(f"peak_kib={usage.ru_maxrss}", file=sys.stderr)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_cli_peak(*args: object, timeout: float = 300) -> tuple[subprocess.CompletedProcess, float]:
-    """`run_cli`, and the command's peak resident memory in GB (its own rusage, from wait4)."""
-    cmd = [sys.executable, "-m", "streampose", *map(str, args)]
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
-        timer = threading.Timer(timeout, proc.kill)
-        timer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        result = subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read())
-    return result, usage.ru_maxrss / 2**20  # KiB on Linux
+    """`run_cli`, and the command's peak resident memory in GB."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _PEAK, *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
+    stderr, _, peak = proc.stderr.rstrip("\n").rpartition("\n")
+    assert peak.startswith("peak_kib="), proc.stderr[-2000:]
+    proc.stderr = stderr + "\n"
+    return proc, int(peak.removeprefix("peak_kib=")) / 2**20
 
 
 def assert_one_error(proc: subprocess.CompletedProcess, *words: str) -> str:

@@ -178,7 +178,7 @@ def test_predict_refuses_a_checkpoint_whose_config_disagrees_with_its_weights(tm
 @pytest.mark.parametrize(
     "props, words",
     [
-        ({"crop_size": "40000"}, "crop_size 40000 is not a multiple of 32 from 32 to 1024"),
+        ({"crop_size": "40000"}, "crop_size must be a whole number >= 32 and <= 1024, a multiple of 32, not 40000"),
         ({"crop_size": "abc"}, "metadata is not usable"),
         ({"mean": '{"a": 1}'}, "metadata is not usable"),
         ({"joints": "5"}, "joints disagree"),
