@@ -14,12 +14,15 @@ import warnings
 from dataclasses import asdict
 
 from streampose import __version__, sources
+from streampose.config import CHECK, DEVICE, POSITIVE, Check
 from streampose.engine.config import TrainConfig, config_defaults
 from streampose.engine.runlock import RunLock
 from streampose.errors import ReportedError, StreamPoseError
+from streampose.files import STDOUT
 from streampose.interrupts import exit_status, handle_signals
 from streampose.options import (
     TEACHER_HELP,
+    add_frame_options,
     add_model_options,
     add_rerun_option,
     add_source_options,
@@ -185,6 +188,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     if not (args.poses or args.render or args.json or args.rerun is not None):
         raise StreamPoseError("nothing to do: give --poses poses.jsonl, --render overlay.mp4, --rerun and/or --json")
+    if args.poses == STDOUT and args.json:
+        raise StreamPoseError("--poses - and --json both write to stdout: give one of them, or --poses FILE")
     box = parse_box(args.box) if args.box is not None else None
     given = {"detect_every": args.detect_every} if args.detect_every is not None else {}
     config = TrackerConfig(max_persons=args.max_persons, **given)
@@ -220,9 +225,11 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def config_option(p: argparse.ArgumentParser, flag: str, kind: type | None = None, **kwargs) -> None:
-    """A train option whose default (and type, unless given) is `TrainConfig`'s field of that name."""
-    default = getattr(TRAIN, flag[2:].replace("-", "_"))
-    p.add_argument(flag, type=kind or type(default), default=default, **kwargs)
+    """A train option whose default and type (`kind`, the field's `Check`, the default's) are `TrainConfig`'s."""
+    name = flag[2:].replace("-", "_")
+    check = TrainConfig.__dataclass_fields__[name].metadata.get(CHECK)
+    default = getattr(TRAIN, name)
+    p.add_argument(flag, type=kind or (check.parse if check else type(default)), default=default, **kwargs)
 
 
 def add_train_parser(sub, defaults: dict, name: str = "train", about: str = "train the student from the live stream"):
@@ -242,12 +249,12 @@ def add_train_parser(sub, defaults: dict, name: str = "train", about: str = "tra
     config_option(p, "--teacher", teacher_spec, help=TEACHER_HELP)
     config_option(p, "--student", choices=list(STUDENT_SIZES), help="student size")
     config_option(p, "--out", help="run folder: checkpoints, metrics.jsonl, tb/ (one run at a time)")
-    config_option(p, "--minutes", float, help="optional wall-clock cap")
+    config_option(p, "--minutes", help="optional wall-clock cap")
     config_option(p, "--min-fill", help="samples in the buffer before training starts")
-    config_option(p, "--max-replay", float, help="wait for fresh data above this replay ratio")
+    config_option(p, "--max-replay", help="wait for fresh data above this replay ratio")
     config_option(p, "--device", help="auto, cpu, cuda, cuda:1, mps")
-    config_option(p, "--threads", int, help="torch CPU threads")
-    config_option(p, "--max-frames", int, help="per video and pass")
+    config_option(p, "--threads", help="torch CPU threads, or auto")
+    config_option(p, "--max-frames", help="per video and pass")
     config_option(p, "--dist-timeout", help="seconds a rank waits for the others (torchrun)")
     config_option(p, "--producers", help="producer count, or auto: from the cores and the trainer's device")
     for flag in ("--steps", "--batch-size", "--lr", "--warmup", "--crop-size", "--buffer-gb", "--seed"):
@@ -287,7 +294,7 @@ def add_predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="run the student alone on every frame of a video")
     p.add_argument("video", metavar="VIDEO", help="a video file or an http(s) URL")
     add_model_options(p)
-    p.add_argument("--poses", metavar="poses.jsonl", help="write one JSON line per frame")
+    p.add_argument("--poses", metavar="poses.jsonl", help="write one JSON line per frame (- for stdout)")
     p.add_argument("--render", metavar="overlay.mp4", help="write an overlay video: 2D skeleton, crop, 3D panel")
     add_rerun_option(p)
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
@@ -296,19 +303,17 @@ def add_predict_parser(sub) -> None:
         metavar="x0,y0,x1,y1",
         help="seed one track on the first frame instead of the detector, frame pixels (--box=-5,... if negative)",
     )
-    p.add_argument("--detect-every", type=int, metavar="K", help="run the detector every K frames (tracker default)")
-    p.add_argument("--max-persons", type=int, default=None, help="follow at most this many people at once")
+    p.add_argument("--detect-every", type=POSITIVE.parse, metavar="K", help="detector every K frames (tracker default)")
+    p.add_argument("--max-persons", type=POSITIVE.parse, default=None, help="follow at most this many people at once")
     p.add_argument("--detector", metavar="yolox_nano.onnx", help="the person detector (default: the model store's)")
     p.add_argument("--skeleton", default=None, help="refuse a model that predicts another skeleton")
-    p.add_argument("--max-side", type=int, default=None, help="scale frames so the longest side is at most this")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    add_frame_options(p, max_side=None, stride=False)
+    p.add_argument("--device", default="auto", type=DEVICE.parse, help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="CPU inference threads (0: all); tracking runs one crop at a time, where one thread is as fast "
+        "--threads", type=Check(int, low=0, words={"auto": 0}).parse, default=1,
+        help="CPU inference threads (0 or auto: all); tracking runs one crop at a time, where one thread is as fast "
         "and leaves the other cores to decoding and encoding",
-    )
+    )  # fmt: skip
     p.set_defaults(func=cmd_predict)
 
 
@@ -320,9 +325,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("label", help="label videos with a teacher")
     p.add_argument("sources", nargs="+", metavar="SOURCE")
     p.add_argument("--teacher", default="topdown", type=teacher_spec, help=TEACHER_HELP)
-    p.add_argument("--stride", type=int, default=1, help="label every n-th frame")
-    p.add_argument("--max-frames", type=int, default=None, help="per video, after stride")
-    p.add_argument("--max-side", type=int, default=None, help="scale frames so the longest side is at most this")
+    add_frame_options(p, max_side=None)
     p.add_argument("--save", metavar="labels.jsonl", help="write the labels as they are made (never pixels)")
     p.add_argument("--render", metavar="overlay.mp4", help="write an overlay video")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
@@ -334,7 +337,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     p.add_argument("--video", required=True, help="the video the labels came from")
     p.add_argument("--out", metavar="overlay.mp4", help="overlay video")
     p.add_argument("--png", metavar="sheet.png", help="contact sheet of a few frames")
-    p.add_argument("--sheet-frames", type=int, default=12)
+    p.add_argument("--sheet-frames", type=POSITIVE.parse, default=12)
     add_rerun_option(p)
     p.set_defaults(func=cmd_view)
 
@@ -349,10 +352,8 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     p.add_argument("sources", nargs="+", metavar="SOURCE")
     add_model_options(p)
     p.add_argument("--teacher", default=None, help="default: the student's teacher")
-    p.add_argument("--stride", type=int, default=1)
-    p.add_argument("--max-frames", type=int, default=None)
-    p.add_argument("--max-side", type=int, default=720)
-    p.add_argument("--device", default="auto")
+    add_frame_options(p, max_side=720)
+    p.add_argument("--device", default="auto", type=DEVICE.parse, help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object, the last stdout line")
     add_source_options(p, loop=False, permission=True)
     p.set_defaults(func=cmd_eval)

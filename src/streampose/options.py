@@ -10,6 +10,7 @@ import sys
 from tqdm import tqdm
 
 from streampose import sources
+from streampose.config import MAX_SIDE, NON_NEGATIVE_FLOAT, POSITIVE, POSITIVE_FLOAT
 from streampose.errors import StreamPoseError
 from streampose.sources.base import MAX_VIDEO_MB
 from streampose.stream import stages
@@ -56,14 +57,16 @@ def add_source_options(p: argparse.ArgumentParser, loop: bool = True, permission
         "commons:QUERY. Pexels' terms forbid training ML models on its content without Pexels' permission; "
         "Wikimedia Commons media are freely licensed (set STREAMPOSE_CONTACT for its User-Agent).",
     )
-    g.add_argument("--max-videos", type=int, default=None, help="stop after this many videos")
+    g.add_argument("--max-videos", type=POSITIVE.parse, default=None, help="stop after this many videos")
     if loop:
         g.add_argument("--loop", action="store_true", help="keep paging search sources for new videos forever")
     g.add_argument("--orientation", choices=["landscape", "portrait", "square"], default=None)
-    g.add_argument("--min-duration", type=float, default=None, help="seconds (search sources)")
-    g.add_argument("--max-duration", type=float, default=None, help="seconds (search sources)")
-    g.add_argument("--target-height", type=int, default=480, help="preferred rendition's short side, pixels")
-    g.add_argument("--max-video-mb", type=float, default=MAX_VIDEO_MB, help="skip videos larger than this")
+    g.add_argument("--min-duration", type=NON_NEGATIVE_FLOAT.parse, default=None, help="seconds (search sources)")
+    g.add_argument("--max-duration", type=NON_NEGATIVE_FLOAT.parse, default=None, help="seconds (search sources)")
+    g.add_argument("--target-height", type=POSITIVE.parse, default=480, help="preferred rendition's short side, pixels")
+    g.add_argument(
+        "--max-video-mb", type=POSITIVE_FLOAT.parse, default=MAX_VIDEO_MB, help="skip videos larger than this"
+    )
     if permission:
         g.add_argument(
             "--pexels-permission",
@@ -71,6 +74,19 @@ def add_source_options(p: argparse.ArgumentParser, loop: bool = True, permission
             help="affirm that you have Pexels' explicit permission to train or evaluate models on its videos "
             "(required for pexels: sources)",
         )
+
+
+def add_frame_options(p: argparse.ArgumentParser, max_side: int | None, stride: bool = True) -> None:
+    """Which frames a command sees and at what size (label, eval; predict: `stride` False)."""
+    if stride:
+        p.add_argument("--stride", type=POSITIVE.parse, default=1, help="every n-th frame")
+        p.add_argument("--max-frames", type=POSITIVE.parse, default=None, help="per video, after stride")
+    p.add_argument(
+        "--max-side",
+        type=MAX_SIDE.parse,
+        default=max_side,
+        help="scale frames so the longest side is at most this (0: full size)",
+    )
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:

@@ -24,7 +24,7 @@ from streampose.detect.yolox import PersonDetector
 from streampose.engine.predicted import FramePoses
 from streampose.engine.tracking import Detector, Tracker, TrackerConfig
 from streampose.errors import StreamPoseError
-from streampose.files import atomic_write
+from streampose.files import STDOUT, atomic_write, stdout_stream
 from streampose.model.backends import Backend
 from streampose.poses.skeletons import Skeleton
 from streampose.stream import stages
@@ -138,7 +138,7 @@ def predict_video(
             raise StreamPoseError(f"--box {box}: lies outside the {w}x{h} frame")
 
     result = PredictResult(backend=backend.name, skeleton=backend.skeleton.name, crop_size=backend.crop_size)
-    result.outputs = [str(p) for p in (poses, render, rerun) if p]
+    result.outputs = ["stdout" if p == STDOUT else str(p) for p in (poses, render, rerun) if p]
     confidence_sum = 0.0
     tracker = Tracker(backend, detector, config, box)
     viewer = recording(backend.skeleton, rerun)
@@ -165,7 +165,10 @@ def predict_video(
                     progress()
 
     try:
-        if poses is not None:
+        if poses == STDOUT:
+            with stdout_stream() as sink:
+                run(sink)
+        elif poses is not None:
             atomic_write(poses, run)
         else:
             run(None)

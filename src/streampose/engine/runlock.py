@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from streampose.errors import StreamPoseError
+from streampose.files import reported
 
 
 class RunLock:
@@ -21,8 +22,9 @@ class RunLock:
 
     def acquire(self) -> RunLock:
         """Take the lock now, or raise StreamPoseError naming the process that holds it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        file = self.path.open("a+")
+        with reported(self.path.parent, "cannot use as a run folder"):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            file = self.path.open("a+")
         try:
             fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -32,6 +32,7 @@ from streampose.engine.loss import LOSS_KEYS, lr_factor, pose_loss
 from streampose.engine.runlock import RunLock
 from streampose.engine.validation import BEST_KEY, best_so_far, check_disjoint, label_validation, validate
 from streampose.errors import StreamPoseError
+from streampose.files import output_path, reported
 from streampose.model.backends import pick_device
 from streampose.model.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from streampose.model.preprocess import IMAGE_MEAN, IMAGE_STD, preferred_layout
@@ -111,7 +112,7 @@ class Trainer:
 
     def resume(self, path: Path) -> None:
         """Continue from a checkpoint of the same student: weights, optimiser, schedule, RNG, used videos."""
-        ckpt = load_checkpoint(path)
+        ckpt = load_checkpoint(path, student=True)
         if ckpt["skeleton"] != self.skeleton.name or ckpt["student"] != self.model.config_dict():
             cfg = self.cfg
             raise StreamPoseError(
@@ -146,8 +147,9 @@ class Trainer:
             device=self.device,
         )  # fmt: skip
         if rank.main:
-            self.tb = SummaryWriter(str(self.out / "tb"))
-            self.metrics_file = (self.out / "metrics.jsonl").open("a")
+            with reported(self.out):
+                self.tb = SummaryWriter(str(self.out / "tb"))
+                self.metrics_file = output_path(self.out / "metrics.jsonl").open("a")
             write_config(cfg, self.out / "config.toml")  # a valid `train --config`: repeat or vary the run
         self.start_time = self.window_start = time.perf_counter()
         self.start_step, self.window_samples = self.global_step, 0
@@ -232,8 +234,7 @@ class Trainer:
         }
         self.window_start, self.window_samples = now, 0
         if self.rank.main:
-            self.metrics_file.write(json.dumps(record) + "\n")
-            self.metrics_file.flush()
+            self.write_metrics(record)
             for key in ("loss", "loss_3d", "loss_2d", "loss_vis", "lr", "samples_per_s"):
                 self.tb.add_scalar(f"train/{key}", record[key], self.global_step)
             for key in ("fill", "replay_ratio"):
@@ -246,6 +247,12 @@ class Trainer:
                 fps=f"{record['frames_per_s']:.0f}",
             )  # fmt: skip
 
+    def write_metrics(self, record: dict) -> None:
+        """One line of metrics.jsonl (rank 0), flushed so a crash keeps it."""
+        with reported(self.metrics_file.name):
+            self.metrics_file.write(json.dumps(record) + "\n")
+            self.metrics_file.flush()
+
     def validate(self, final: bool = False) -> None:
         """Every `val_every` steps (and at the end): rank 0 scores the student on the validation set,
         logs `val_...` and keeps `best.pt`; the other ranks wait for it, so all stay in step."""
@@ -254,8 +261,7 @@ class Trainer:
             return
         if self.rank.main:
             record = {"step": self.global_step, **validate(self.model, self.device, self.val_set, self.mean_pose())}
-            self.metrics_file.write(json.dumps(record) + "\n")
-            self.metrics_file.flush()
+            self.write_metrics(record)
             for key, value in record.items():
                 if key.startswith("val_") and key not in ("val_frames", "val_videos"):
                     self.tb.add_scalar(f"val/{key[4:]}", value, self.global_step)

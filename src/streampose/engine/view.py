@@ -18,6 +18,8 @@ from streampose.viz.rerun import recording
 def labels_for(labels_path: str | Path, video_id: str, video_spec: str) -> tuple[dict, dict[int, FrameLabels]]:
     """The labels file's header and its frames of one video, by frame index."""
     header, frames = load_labels(labels_path)
+    if not frames:
+        raise StreamPoseError(f"{labels_path} holds no labelled frames")
     by_index = {f.index: f for f in frames if f.source == video_id}
     if not by_index:
         if len({f.source for f in frames}) > 1:

@@ -12,6 +12,7 @@ the layout and precision `preprocess.prepare_model` picks, `OnnxBackend` in floa
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Iterable
@@ -35,6 +36,7 @@ from streampose.model.preprocess import (
     prepare_model,
 )
 from streampose.poses.skeletons import Skeleton, get_skeleton
+from streampose.stream.crops import CROP_SIZES
 
 
 def pick_device(name: str) -> torch.device:
@@ -108,8 +110,8 @@ class TorchBackend:
         threads: int | None = None,
     ) -> None:
         """`threads` sets torch's CPU threads, for the whole process (torch has no per-model setting)."""
-        ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
-        what = "the checkpoint" if isinstance(checkpoint, dict) else str(checkpoint)
+        ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint, student=True)
+        self.what = what = "the checkpoint" if isinstance(checkpoint, dict) else str(checkpoint)
         self.skeleton = _check_skeleton(ckpt["skeleton"], expect_skeleton, what)
         pre = ckpt.get("preprocess", {})
         _check_normalisation(pre.get("mean", IMAGE_MEAN), pre.get("std", IMAGE_STD), what)
@@ -127,7 +129,7 @@ class TorchBackend:
         x = self.layout.inputs(crops)
         with self.layout.autocast(len(crops)):
             out = self.model(x)
-        return {k: out[k].float().cpu().numpy() for k in OUTPUTS}
+        return checked_outputs({k: out[k].float().cpu().numpy() for k in OUTPUTS}, len(crops), self.skeleton, self.what)
 
 
 class OnnxBackend:
@@ -152,19 +154,12 @@ class OnnxBackend:
         meta = read_metadata(model)
         if meta.get("streampose.format") != ONNX_FORMAT:
             raise StreamPoseError(f"{path}: not a stream-pose student ONNX model (no {ONNX_FORMAT} metadata)")
+        self.skeleton = _check_skeleton(meta.get("skeleton", ""), expect_skeleton, str(path))
         try:
-            self.skeleton = _check_skeleton(meta["skeleton"], expect_skeleton, str(path))
-            joints = json.loads(meta["joints"])
-            self.crop_size = int(meta["crop_size"])
-            _check_normalisation(json.loads(meta["mean"]), json.loads(meta["std"]), str(path))
-            mean_pose = json.loads(meta["mean_pose"]) if "mean_pose" in meta else None
-        except (KeyError, ValueError) as e:
-            raise StreamPoseError(f"{path}: incomplete stream-pose metadata ({type(e).__name__}: {e})") from None
-        if tuple(joints) != self.skeleton.joints:
-            raise StreamPoseError(
-                f"{path}: its metadata lists {len(joints)} joints that disagree with skeleton {self.skeleton.name}"
-            )
-        self.mean_pose = None if mean_pose is None else np.asarray(mean_pose, dtype=np.float32)
+            self.crop_size, self.mean_pose = _check_metadata(meta, self.skeleton)
+        except (KeyError, ValueError, TypeError, RecursionError) as e:
+            reason = f"no {e.args[0]}" if isinstance(e, KeyError) else e
+            raise StreamPoseError(f"{path}: its stream-pose metadata is not usable ({reason})") from None
         self.teacher = meta.get("teacher", "")
         self.metadata = meta
         providers = ["CPUExecutionProvider"]
@@ -173,6 +168,9 @@ class OnnxBackend:
                 raise StreamPoseError("--device cuda: this onnxruntime build has no CUDA execution provider")
             providers.insert(0, "CUDAExecutionProvider")
         options = ort.SessionOptions()
+        options.log_severity_level = 4  # its errors come back as exceptions, reported here in one line
+        _capped_cpu_arena()
+        options.add_session_config_entry("session.use_env_allocators", "1")
         if threads:
             options.intra_op_num_threads = threads
             # The crops are normalised in torch (`normalize_images`): left at torch's default, a
@@ -183,14 +181,72 @@ class OnnxBackend:
             self.session = ort.InferenceSession(model, options, providers=providers)
         except Exception as e:
             raise StreamPoseError(f"{path}: onnxruntime cannot load it ({type(e).__name__}: {e})") from None
-        shape = self.session.get_inputs()[0].shape
-        if shape[1:] != [3, self.crop_size, self.crop_size]:
-            raise StreamPoseError(f"{path}: input shape {shape} disagrees with crop size {self.crop_size}")
+        inputs, outputs = self.session.get_inputs(), {o.name for o in self.session.get_outputs()}
+        if [i.name for i in inputs] != [ONNX_INPUT] or inputs[0].shape[1:] != [3, self.crop_size, self.crop_size]:
+            raise StreamPoseError(
+                f"{path}: inputs {[(i.name, i.shape) for i in inputs]} are not one {ONNX_INPUT} of "
+                f"(batch, 3, {self.crop_size}, {self.crop_size})"
+            )
+        if missing := [name for name in OUTPUTS if name not in outputs]:
+            raise StreamPoseError(f"{path}: no output {', '.join(missing)} (a student has {', '.join(OUTPUTS)})")
+        self.what = str(path)
 
     def __call__(self, crops: np.ndarray) -> dict[str, np.ndarray]:
         x = normalize_images(torch.from_numpy(np.ascontiguousarray(crops))).contiguous().numpy()
-        outs = self.session.run(list(OUTPUTS), {ONNX_INPUT: x})
-        return dict(zip(OUTPUTS, outs, strict=True))
+        try:
+            outs = self.session.run(list(OUTPUTS), {ONNX_INPUT: x})
+        except Exception as e:  # onnxruntime raises its own Fail/RuntimeException types
+            reason = " ".join(str(e).split())  # onnxruntime's messages span lines
+            raise StreamPoseError(f"{self.what}: onnxruntime cannot run it ({type(e).__name__}: {reason})") from None
+        return checked_outputs(dict(zip(OUTPUTS, outs, strict=True)), len(crops), self.skeleton, self.what)
+
+
+#: What student sessions may allocate on the CPU (onnxruntime's arena): a student's activations at
+#: eval's batch take a few hundred MB; a crafted graph that asks for more fails in one line instead
+#: of filling the machine's memory.
+ONNX_MEMORY_LIMIT = 2 << 30
+
+
+@functools.cache
+def _capped_cpu_arena() -> None:
+    """Register, once per process, the CPU arena capped at `ONNX_MEMORY_LIMIT` that student sessions share."""
+    import onnxruntime as ort
+
+    info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+    ort.create_and_register_allocator(info, ort.OrtArenaCfg(ONNX_MEMORY_LIMIT, -1, -1, -1))
+
+
+def _check_metadata(meta: dict[str, str], skeleton: Skeleton) -> tuple[int, np.ndarray | None]:
+    """An exported student's metadata, checked against its schema before any of it is used: the
+    crop size (a whole number in the range a student has: a crafted 40000 would make every crop
+    gigabytes), the joints, the normalisation, the mean pose; (crop size, mean pose)."""
+    crop_size = int(meta["crop_size"])
+    if not CROP_SIZES.ok(crop_size):
+        raise ValueError(f"crop_size must be {CROP_SIZES}, not {crop_size}")
+    if json.loads(meta["joints"]) != list(skeleton.joints):
+        raise ValueError(f"its joints disagree with skeleton {skeleton.name}")
+    mean, std = (np.asarray(json.loads(meta[k]), dtype=np.float64) for k in ("mean", "std"))
+    if mean.shape != (3,) or std.shape != (3,):
+        raise ValueError("mean and std must be three numbers each")
+    _check_normalisation(mean, std, "the model")
+    if "mean_pose" not in meta:
+        return crop_size, None
+    mean_pose = np.asarray(json.loads(meta["mean_pose"]), dtype=np.float32)
+    if mean_pose.shape != (skeleton.num_joints, 3) or not np.isfinite(mean_pose).all():
+        raise ValueError(f"mean_pose must be {skeleton.num_joints} finite (x, y, z)")
+    return crop_size, mean_pose
+
+
+def checked_outputs(out: dict[str, np.ndarray], batch: int, skeleton: Skeleton, what: str) -> dict[str, np.ndarray]:
+    """A student's outputs for `batch` crops, refused when misshapen or not finite: a NaN from a
+    broken or crafted model must stop the command with one line, not reach tracking or the metrics."""
+    j = skeleton.num_joints
+    for key, shape in {"joints3d": (batch, j, 3), "joints2d": (batch, j, 2), "vis_logits": (batch, j)}.items():
+        if out[key].shape != shape:
+            raise StreamPoseError(f"{what}: its {key} output is shaped {out[key].shape}, not {shape}")
+        if not np.isfinite(out[key]).all():
+            raise StreamPoseError(f"{what}: its {key} output is not finite (NaN or infinity): the model is broken")
+    return out
 
 
 def open_backend(
@@ -218,7 +274,7 @@ def open_backend(
     if onnx is not None:
         return OnnxBackend(onnx, device=device, expect_skeleton=expect_skeleton, threads=threads)
     if (fastest_backend(device, batch) if backend == "auto" else backend) == "onnxruntime":
-        ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+        ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint, student=True)
         return OnnxBackend(onnx_bytes(ckpt), device=device, expect_skeleton=expect_skeleton, threads=threads)
     return TorchBackend(checkpoint, device=device, expect_skeleton=expect_skeleton, threads=threads)
 

@@ -27,8 +27,9 @@ import torch
 
 from streampose.errors import StreamPoseError
 from streampose.files import atomic_torch_save
-from streampose.model.student import Student
+from streampose.model.student import BlockSpec, Student, StudentConfig
 from streampose.poses.skeletons import get_skeleton
+from streampose.stream.crops import MAX_CROP_SIZE
 
 FORMAT = "streampose-checkpoint/2"
 _NDARRAY = "__ndarray__"
@@ -96,8 +97,9 @@ def save_checkpoint(path: str | Path, **state) -> Path:
     return atomic_torch_save({"format": FORMAT, **plain}, path)
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """Read a checkpoint written by `save_checkpoint`, with a clear error for anything else."""
+def load_checkpoint(path: str | Path, *, student: bool = False) -> dict:
+    """Read a checkpoint written by `save_checkpoint`, with a clear error for anything else;
+    `student`: also check the student it holds (`check_student`), for callers that build it."""
     path = Path(path)
     if not path.is_file():
         raise StreamPoseError(f"{path}: no such checkpoint")
@@ -118,7 +120,81 @@ def load_checkpoint(path: str | Path) -> dict:
         raise StreamPoseError(f"{path}: not a stream-pose checkpoint")
     if ckpt["format"] != FORMAT:
         raise StreamPoseError(f"{path}: a {ckpt['format']} checkpoint; this version reads {FORMAT} (retrain)")
+    if student:
+        try:
+            check_student(ckpt)
+        except ValueError as e:
+            raise StreamPoseError(f"{path}: {e}") from None
     return _from_plain(ckpt)
+
+
+def check_student(ckpt: dict) -> None:
+    """A checkpoint's skeleton, student config and weights, checked before anything is built from
+    them: the config against its schema (`StudentConfig.from_dict`), then the weights' names and
+    shapes against those of the network it describes, built on the meta device (no memory)."""
+    skeleton = ckpt.get("skeleton")
+    try:
+        joints = get_skeleton(skeleton).num_joints if isinstance(skeleton, str) else None
+    except KeyError as e:
+        raise ValueError(e.args[0]) from None
+    if joints is None:
+        raise ValueError(f"the skeleton must be a name, not {type(skeleton).__name__}")
+    config = student_config(ckpt.get("student"))
+    if config.num_joints != joints:
+        raise ValueError(f"the student predicts {config.num_joints} joints, skeleton {skeleton} has {joints}")
+    weights = ckpt.get("model")
+    if not isinstance(weights, Mapping) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise ValueError("the weights (model) must be a table of tensors")
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in Student(config).state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in weights.items()}
+    if got != expected:
+        key = next(k for k in sorted(set(got) | set(expected)) if got.get(k) != expected.get(k))
+        raise ValueError(
+            f"the weights disagree with the student config (at {key}: {got.get(key, 'missing')} in the file, "
+            f"{expected.get(key, 'none')} in the config)"
+        )
+
+
+#: The largest sizes a student config may ask for: several times any named size's, far below what
+#: would not fit in memory (a crafted checkpoint must not allocate gigabytes before it is refused).
+MAX_CHANNELS = 4096
+MAX_BLOCKS = 64
+MAX_KERNEL = 15
+_LIMITS = {"num_joints": 512, "crop_size": MAX_CROP_SIZE} | dict.fromkeys(("stem", "neck", "head"), MAX_CHANNELS)
+
+
+def student_config(d: Any) -> StudentConfig:
+    """`StudentConfig.from_dict`, checked first (a checkpoint or an export is data from anywhere):
+    its keys, their types, and sizes in the range a student has. ValueError says what is wrong."""
+    if not isinstance(d, dict):
+        raise ValueError(f"a student config must be a table, not {type(d).__name__}")
+    fields = set(StudentConfig.__dataclass_fields__)
+    if set(d) != fields:
+        wrong = [f"unknown {', '.join(sorted(map(str, set(d) - fields)))}"] if set(d) - fields else []
+        wrong += [f"missing {', '.join(sorted(fields - set(d)))}"] if fields - set(d) else []
+        raise ValueError(f"student config keys: {'; '.join(wrong)}")
+    if not isinstance(d["name"], str):
+        raise ValueError("student config name must be a string")
+    for key, high in _LIMITS.items():
+        _check_int(d[key], key, high)
+    blocks = d["blocks"]
+    if not isinstance(blocks, list | tuple) or not 0 < len(blocks) <= MAX_BLOCKS:
+        raise ValueError(f"student config blocks must be a list of 1 to {MAX_BLOCKS} blocks")
+    for i, block in enumerate(blocks):
+        if not isinstance(block, list | tuple) or len(block) != len(BlockSpec._fields):
+            raise ValueError(f"student config block {i} must be [{', '.join(BlockSpec._fields)}]")
+        kernel, expand, out, se, hswish, stride = block
+        for value, name in ((kernel, "kernel"), (expand, "expand"), (out, "out"), (stride, "stride")):
+            _check_int(value, f"block {i} {name}", MAX_KERNEL if name == "kernel" else MAX_CHANNELS)
+        if not (isinstance(se, bool) and isinstance(hswish, bool)):
+            raise ValueError(f"student config block {i}: se and hswish must be true or false")
+    return StudentConfig.from_dict(d)
+
+
+def _check_int(value: Any, what: str, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+        raise ValueError(f"student config {what} must be a whole number from 1 to {high}, not {value!r}")
 
 
 def student_from(ckpt: dict, expect_skeleton: str | None = None) -> Student:

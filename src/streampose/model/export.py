@@ -36,7 +36,7 @@ from torch import nn
 from streampose.errors import StreamPoseError
 from streampose.files import atomic_write
 from streampose.model.card import model_card, write_model_card
-from streampose.model.checkpoint import load_checkpoint, student_from
+from streampose.model.checkpoint import check_student, load_checkpoint, student_from
 from streampose.model.preprocess import IMAGE_MEAN, IMAGE_STD
 from streampose.model.student import Student
 from streampose.poses.skeletons import get_skeleton
@@ -103,7 +103,7 @@ def export_onnx(checkpoint: str | Path | dict, path: str | Path) -> Path:
 
 def onnx_bytes(checkpoint: str | Path | dict) -> bytes:
     """The checkpoint's student as a checked ONNX model, in memory (what `export_onnx` writes)."""
-    ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+    ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint, student=True)
     metadata = onnx_metadata(ckpt)
     model = student_from(ckpt).float().to(memory_format=torch.contiguous_format)
     size = model.config.crop_size
@@ -166,7 +166,7 @@ def export_safetensors(checkpoint: str | Path | dict, path: str | Path) -> Path:
     the ONNX file's metadata; `load_safetensors` rebuilds the student from it."""
     from safetensors.torch import save
 
-    ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+    ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint, student=True)
     metadata = onnx_metadata(ckpt) | {"streampose.format": SAFETENSORS_FORMAT}
     metadata["input"] = metadata["input"].removeprefix(f"{INPUT}: ")
     tensors = {k: v.detach().contiguous() for k, v in student_from(ckpt).state_dict().items()}
@@ -186,7 +186,12 @@ def load_safetensors(path: str | Path) -> tuple[Student, dict[str, str]]:
         raise StreamPoseError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
     if metadata.get("streampose.format") != SAFETENSORS_FORMAT:
         raise StreamPoseError(f"{path}: not a stream-pose student (no {SAFETENSORS_FORMAT} metadata)")
-    model = Student.from_config(json.loads(metadata["student"]))
+    try:
+        student = json.loads(metadata["student"])
+        check_student({"skeleton": metadata.get("skeleton"), "student": student, "model": weights})
+    except (KeyError, ValueError, RecursionError) as e:
+        raise StreamPoseError(f"{path}: not a usable stream-pose student ({e})") from None
+    model = Student.from_config(student)
     model.load_state_dict(weights)
     return model.eval(), metadata
 
@@ -201,7 +206,7 @@ def export(
     from the checkpoint and its run folder); the paths written."""
     if onnx_path is None and safetensors_path is None:
         raise StreamPoseError("nothing to do: give --onnx student.onnx and/or --safetensors student.safetensors")
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = load_checkpoint(checkpoint, student=True)
     if expect_skeleton and ckpt["skeleton"] != expect_skeleton:
         raise StreamPoseError(f"{checkpoint}: its student predicts skeleton {ckpt['skeleton']}, not {expect_skeleton}")
     written = {}

@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from streampose.stream.crops import SIZE_MULTIPLE
+
 #: The network's output stride where the pose head runs.
 HEAD_STRIDE = 16
 #: Channels of the head's output conv per joint (``Student.out`` has J * 7 channels, joint-major:
@@ -49,9 +51,6 @@ HEAD_MAPS: dict[str, slice] = {
     "vis_logits": slice(6, 7),
 }
 _MAPS_PER_JOINT = 7
-#: Crops must be a multiple of the backbone's total stride so the stride-32 map upsamples exactly
-#: onto the stride-16 one (no size-dependent interpolation in the exported graph).
-SIZE_MULTIPLE = 32
 
 
 class BlockSpec(NamedTuple):

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
 from streampose.errors import StreamPoseError
+from streampose.files import open_output, reported
+from streampose.poses.skeletons import get_skeleton
 
 
 @dataclass
@@ -64,8 +68,22 @@ class PersonLabel:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> PersonLabel:
-        return cls(**d)
+    def from_dict(cls, d: dict, num_joints: int | None = None) -> PersonLabel:
+        """A person from `to_dict` output, checked (a labels file is data from anywhere): known keys,
+        finite numbers, `num_joints` joints (when given), an int track id; ValueError says what is wrong."""
+        d = _record(d, "person", required={"joints3d", "joints2d", "visibility", "box"}, optional={"track_id", "score"})
+        j = num_joints or len(_sequence(d["joints3d"], "joints3d"))
+        visibility = _finite(d["visibility"], (j,), "visibility")
+        if ((visibility < 0) | (visibility > 1)).any():
+            raise ValueError("visibility must lie in [0, 1]")
+        return cls(
+            joints3d=_finite(d["joints3d"], (j, 3), "joints3d"),
+            joints2d=_finite(d["joints2d"], (j, 2), "joints2d"),
+            visibility=visibility,
+            box=_finite(d["box"], (4,), "box"),
+            track_id=_integer(d.get("track_id", 0), "track_id"),
+            score=float(_finite(d.get("score", 1.0), (), "score")),
+        )
 
 
 @dataclass
@@ -88,14 +106,65 @@ class FrameLabels:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> FrameLabels:
+    def from_dict(cls, d: dict, num_joints: int | None = None) -> FrameLabels:
+        """A frame from `to_dict` output, checked like `PersonLabel.from_dict`."""
+        d = _record(d, "frame", required={"index", "timestamp", "size", "source", "persons"})
+        size = tuple(_integer(v, "size") for v in _sequence(d["size"], "size", 2))
+        if not all(0 < v <= MAX_FRAME_SIDE for v in size):
+            raise ValueError(f"size must be (height, width) in 1..{MAX_FRAME_SIDE} pixels")
+        if not isinstance(d["source"], str):
+            raise ValueError("source must be a string")
+        index = _integer(d["index"], "index")
+        if index < 0:
+            raise ValueError("index must be >= 0")
         return cls(
-            index=d["index"],
-            timestamp=d["timestamp"],
-            size=tuple(d["size"]),
+            index=index,
+            timestamp=float(_finite(d["timestamp"], (), "timestamp")),
+            size=size,
             source=d["source"],
-            persons=[PersonLabel.from_dict(p) for p in d["persons"]],
+            persons=[PersonLabel.from_dict(p, num_joints) for p in _sequence(d["persons"], "persons")],
         )
+
+
+MAX_FRAME_SIDE = 1 << 16  # pixels: larger than any video a decoder opens
+
+
+def _record(d: object, what: str, required: set[str], optional: frozenset[str] | set[str] = frozenset()) -> dict:
+    """`d` as a dict with every `required` key and no key outside `required` and `optional`."""
+    if not isinstance(d, dict):
+        raise ValueError(f"a {what} must be an object, not {type(d).__name__}")
+    if missing := sorted(required - set(d)):
+        raise ValueError(f"a {what} needs {', '.join(missing)}")
+    if unknown := sorted(set(d) - required - set(optional)):
+        raise ValueError(f"a {what} has unknown key(s) {', '.join(map(str, unknown))}")
+    return d
+
+
+def _sequence(value: object, what: str, length: int | None = None) -> list:
+    if not isinstance(value, list) or (length is not None and len(value) != length):
+        raise ValueError(f"{what} must be a list" + (f" of {length}" if length is not None else ""))
+    return value
+
+
+def _integer(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{what} must be a whole number, not {type(value).__name__}")
+    return value
+
+
+def _finite(value: object, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """A JSON number or nested list as a float32 array of exactly `shape`, every value finite."""
+    if isinstance(value, bool | str) or (isinstance(value, list) and any(isinstance(v, bool | str) for v in value)):
+        raise ValueError(f"{what} must hold numbers")
+    try:
+        array = np.asarray(value, dtype=np.float32)
+    except (ValueError, TypeError, OverflowError):
+        raise ValueError(f"{what} must be numbers shaped {shape}") from None
+    if array.shape != shape:
+        raise ValueError(f"{what} must be shaped {shape}, not {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{what} must be finite (no NaN or infinity)")
+    return array
 
 
 LABELS_FORMAT = "streampose-labels/2"
@@ -122,13 +191,14 @@ class LabelsWriter:
         self.sync_every = sync_every
         self.frames = 0
         self._unsynced = 0
-        self._file = self.path.open("w", encoding="utf-8")
+        self._file = open_output(self.path)
         self._write({"format": LABELS_FORMAT, "teacher": teacher, "skeleton": skeleton})
         self.sync()
 
     def _write(self, record: dict) -> None:
-        self._file.write(json.dumps(record, default=_plain) + "\n")
-        self._file.flush()
+        with reported(self.path):
+            self._file.write(json.dumps(record, default=_plain) + "\n")
+            self._file.flush()
 
     def video(self, provenance: dict) -> None:
         self._write({"video": provenance})
@@ -141,8 +211,9 @@ class LabelsWriter:
             self.sync()
 
     def sync(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        with reported(self.path):
+            self._file.flush()
+            os.fsync(self._file.fileno())
         self._unsynced = 0
 
     def close(self) -> None:
@@ -161,29 +232,57 @@ def load_labels(path) -> tuple[dict, list[FrameLabels]]:
     """(header with its `videos`, frames) of a labels file; a torn last line (the writer was
     killed mid-record) is dropped, everything before it is read."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        f = open(path, "rb")  # noqa: SIM115 - closed below, after the old format's early return
     except FileNotFoundError:
         raise StreamPoseError(f"{path}: no such labels file") from None
-    if data.startswith(b"PK"):  # a zip: the torch file of format 1
-        return _load_old(path)
-    complete = data.split(b"\n")[:-1]  # after the last newline: nothing, or a record cut short
+    except OSError as e:
+        raise StreamPoseError(f"{path}: cannot read the labels file ({e.strerror or e})") from None
+    with f:
+        if f.peek(2)[:2] == b"PK":  # a zip: the torch file of format 1
+            return _load_old(path)
+        return _load_lines(path, _complete_lines(f, path))
+
+
+MAX_RECORD_BYTES = 64 << 20  # one frame's labels take kilobytes: a longer line is no record
+
+
+def _complete_lines(f: IO[bytes], path) -> Iterator[bytes]:
+    """The lines of `f`, each read with a size limit (a file with no newline, /dev/zero, fails
+    instead of filling memory); a last line without its newline was cut short by a kill: dropped."""
+    while line := f.readline(MAX_RECORD_BYTES + 1):
+        if not line.endswith(b"\n"):
+            if len(line) > MAX_RECORD_BYTES:
+                raise StreamPoseError(f"{path}: a line over {MAX_RECORD_BYTES >> 20} MiB is no labels record")
+            return
+        yield line
+
+
+def _load_lines(path, lines: Iterator[bytes]) -> tuple[dict, list[FrameLabels]]:
     try:
-        header = json.loads(complete[0]) if complete else None
-    except ValueError:
+        header = json.loads(next(lines, b"null"))
+    except (ValueError, RecursionError):
         header = None
     if not isinstance(header, dict) or header.get("format") != LABELS_FORMAT:
         raise StreamPoseError(f"{path}: not a stream-pose labels file (format {LABELS_FORMAT} expected)")
+    try:
+        joints = get_skeleton(header.get("skeleton")).num_joints
+    except (KeyError, TypeError):
+        raise StreamPoseError(f"{path}: names no known skeleton ({header.get('skeleton')!r})") from None
     header["videos"], frames = [], []
-    for number, line in enumerate(complete[1:], start=2):
+    for number, line in enumerate(lines, start=2):
         try:
-            record = json.loads(line)
+            record = _record(json.loads(line), "record", required=set(), optional={"frame", "video"})
+            if len(record) != 1:
+                raise ValueError("a record holds one frame or one video")
             if "frame" in record:
-                frames.append(FrameLabels.from_dict(record["frame"]))
+                frames.append(FrameLabels.from_dict(record["frame"], joints))
+            elif not isinstance(record["video"], dict):
+                raise ValueError("a video must be an object")
             else:
                 header["videos"].append(record["video"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise StreamPoseError(f"{path}: line {number} is not a labels record ({type(e).__name__})") from None
+        except (ValueError, RecursionError) as e:
+            reason = "nested too deeply" if isinstance(e, RecursionError) else e
+            raise StreamPoseError(f"{path}: line {number} is not a labels record ({reason})") from None
     return header, frames
 
 

@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 from typing import IO
 
+from streampose.files import output_path, reported
 from streampose.sources.base import Video, VideoRef
 
 FILENAME = "provenance.jsonl"
@@ -109,7 +110,7 @@ class ProvenanceLog:
     def write(self, item: dict) -> dict:
         """Append one entry made by `entry` (on another rank, perhaps)."""
         line = json.dumps(item, ensure_ascii=False, default=str) + "\n"
-        with self._lock:
+        with self._lock, reported(self.path):
             handle = self._open()
             handle.write(line)
             handle.flush()
@@ -118,7 +119,7 @@ class ProvenanceLog:
 
     def _open(self) -> IO[str]:
         if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            output_path(self.path)
             # A crash can leave a last line without its newline: start ours on a fresh line.
             needs_newline = False
             if self.path.exists() and self.path.stat().st_size:

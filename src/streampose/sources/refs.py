@@ -24,10 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streampose.errors import SourceError
+from streampose.files import read_limited
 from streampose.sources.base import PROVIDERS, VIDEO_SUFFIXES, Search, SourceFilters, VideoRef, provider
 from streampose.sources.http import Http, TransientSourceError, default_http
 from streampose.sources.pages import PAGES
 
+MAX_LIST_BYTES = 16 << 20  # some 200,000 URLs; `@/dev/zero` fails at once
 TRANSIENT_REST_S = 300.0  # a looping search whose provider keeps failing tries again after this
 
 
@@ -66,9 +68,9 @@ def _flatten(specs: Iterable[str], base: Path | None = None, lists: tuple[Path, 
             if path in lists:
                 raise SourceError(f"{spec}: list files include each other ({' -> '.join(map(str, lists))})")
             try:
-                lines = path.read_text(encoding="utf-8").splitlines()
-            except (OSError, UnicodeDecodeError) as e:
-                raise SourceError(f"{spec}: cannot read the list file ({getattr(e, 'strerror', None) or e})") from None
+                lines = read_limited(path, MAX_LIST_BYTES, "list file", SourceError).decode("utf-8").splitlines()
+            except UnicodeDecodeError as e:
+                raise SourceError(f"{spec}: cannot read the list file ({e})") from None
             kept = [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
             out.extend(_flatten(kept, path.parent, (*lists, path)))
         elif base is not None and not _is_url(spec) and _search_spec(spec) is None and not Path(spec).is_absolute():

@@ -116,6 +116,8 @@ class RingBuffer:
         self.inserted = 0
         self.evicted = 0
         self.drawn = 0
+        self.frames = 0  # decoded frames the producers reported (`note_frames`), with or without persons
+        self.last_put: float | None = None  # wall-clock time of the last sample in
         self._closed = False
         self._error: BaseException | None = None
         self._created = time.monotonic()
@@ -185,6 +187,7 @@ class RingBuffer:
             self._source[slot] = self._source_id(sample.source)
             self._strata[slot] = self.stratum(sample.joints3d) if self.stratum and sample.visibility.any() else -1
             self.inserted += 1
+            self.last_put = time.time()
             self._record(0, 1)
             self._cond.notify_all()
         return True
@@ -243,6 +246,11 @@ class RingBuffer:
             counts = np.bincount(strata[persons])
             weight[persons] = persons.sum() / (np.count_nonzero(counts) * counts[strata[persons]])
         return weight / weight.sum()
+
+    def waiting_for(self) -> str | None:
+        """Why a `sample` would wait now, in words; None if it would not."""
+        with self._cond:
+            return self._waiting_for(self.fill)
 
     def _waiting_for(self, fill: int) -> str | None:
         """Why a sample() must wait now, in words for the timeout message; None if it need not."""
@@ -322,6 +330,7 @@ class RingBuffer:
         return index
 
     def _record(self, frames: int, persons: int) -> None:
+        self.frames += frames
         now = time.monotonic()
         self._events.append((now, frames, persons))
         self._prune(now)

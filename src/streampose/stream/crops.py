@@ -19,6 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from streampose.config import Check
 from streampose.poses.labels import FrameLabels, PersonLabel, Silhouette
 
 # A person whose visible joints span fewer frame pixels than this (one joint, or a person far
@@ -30,6 +31,12 @@ MIN_SIDE_PX = 32.0
 MARGIN = 0.25
 #: The crop side the student is trained on unless told otherwise (train, producers, crops alike).
 CROP_SIZE = 128
+#: Crops must be a multiple of the student's total stride so its stride-32 map upsamples exactly
+#: onto the stride-16 one (no size-dependent interpolation in the exported graph).
+SIZE_MULTIPLE = 32
+#: A crop is an image the student sees whole: beyond this a typo or a crafted file, not a student.
+MAX_CROP_SIZE = 1024
+CROP_SIZES = Check(int, low=SIZE_MULTIPLE, high=MAX_CROP_SIZE, multiple=SIZE_MULTIPLE)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,6 +19,11 @@ import torch
 
 from streampose.stream.augment import AugmentConfig, augment_batch, to_model_inputs
 from streampose.stream.buffer import RingBuffer
+
+#: Seconds the trainer waits for a batch before it says why (a video with nobody in it, a stalled
+#: download), then again every `STALL_REPEAT_S`: a run must never wait in silence.
+STALL_NOTICE_S = 30.0
+STALL_REPEAT_S = 120.0
 
 
 class BatchLoader:
@@ -32,6 +38,7 @@ class BatchLoader:
         start_step: int = 0,
         device: torch.device | str = "cpu",
         prefetch: int = 2,
+        notice_s: tuple[float, float] = (STALL_NOTICE_S, STALL_REPEAT_S),
     ) -> None:
         self.buffer = buffer
         self.batch_size = batch_size
@@ -41,6 +48,7 @@ class BatchLoader:
         self._seed = seed
         self._step = start_step
         self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
+        self._notice_s = notice_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="batch-loader", daemon=True)
         self.waited_s = 0.0  # total time the consumer spent waiting for a batch
@@ -81,11 +89,15 @@ class BatchLoader:
             item, waited = self._queue.get_nowait(), False
         except queue.Empty:
             item, waited = None, True
+        notice_at = start + self._notice_s[0]
         while item is None:
             if self._error is not None:
                 raise self._error
             if not self._thread.is_alive():
                 raise RuntimeError("the batch loader has stopped")
+            if time.perf_counter() >= notice_at:
+                self._stalled(time.perf_counter() - start)
+                notice_at += self._notice_s[1]
             try:
                 item = self._queue.get(timeout=0.2)
             except queue.Empty:
@@ -94,6 +106,18 @@ class BatchLoader:
         self.waited_s += time.perf_counter() - start
         self.batches += 1
         return item
+
+    def _stalled(self, waited: float) -> None:
+        """Say that training waits, for what, since when, and what the producers did meanwhile."""
+        buffer, clock = self.buffer, "%H:%M:%S"
+        since = time.strftime(clock, time.localtime(time.time() - waited))
+        last = f"the last at {time.strftime(clock, time.localtime(buffer.last_put))}" if buffer.last_put else "none yet"
+        warnings.warn(
+            f"no batch to train on since {since} ({waited:.0f} s): waiting for "
+            f"{buffer.waiting_for() or 'the batch loader'}; the producers decoded {buffer.frames} frames and "
+            f"put {buffer.inserted} samples in ({last})",
+            stacklevel=3,
+        )
 
     def close(self) -> None:
         self._stop.set()

@@ -16,6 +16,7 @@ import av
 import cv2
 import numpy as np
 
+from streampose.files import atomic_write, output_path, reported
 from streampose.poses.labels import PersonLabel
 from streampose.poses.skeletons import Skeleton
 
@@ -146,13 +147,17 @@ class VideoWriter:
     """Encode RGB frames to a video file the user asked for (H.264 when FFmpeg has it)."""
 
     def __init__(self, path: str | Path, fps: float) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._container = av.open(str(self.path), mode="w")
+        self.path = output_path(path)
+        with reported(self.path):
+            self._container = av.open(str(self.path), mode="w")
         self._fps = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(30)
         self._stream = None
 
     def write(self, image: np.ndarray) -> None:
+        with reported(self.path):
+            self._write(image)
+
+    def _write(self, image: np.ndarray) -> None:
         h, w = image.shape[:2]
         if self._stream is None:
             codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
@@ -165,10 +170,11 @@ class VideoWriter:
             self._container.mux(packet)
 
     def close(self) -> None:
-        if self._stream is not None:
-            for packet in self._stream.encode():
-                self._container.mux(packet)
-        self._container.close()
+        with reported(self.path):
+            if self._stream is not None:
+                for packet in self._stream.encode():
+                    self._container.mux(packet)
+            self._container.close()
 
     def __enter__(self) -> VideoWriter:
         return self
@@ -194,7 +200,7 @@ def contact_sheet(images: Sequence[np.ndarray], columns: int = 4, width: int = 1
 
 
 def save_png(image: np.ndarray, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write {path}")
+    ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {image.shape} image as PNG")
+    atomic_write(path, lambda f: f.write(data.tobytes()))

@@ -23,6 +23,7 @@ from types import ModuleType
 import numpy as np
 
 from streampose.errors import StreamPoseError
+from streampose.files import output_path, reported
 from streampose.poses.labels import PersonLabel
 from streampose.poses.skeletons import Skeleton
 from streampose.viz.render import track_colour
@@ -68,8 +69,8 @@ class RerunLog:
             _find_viewer()
         self.recording = rr.new_recording(app, spawn=path is None)
         if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.recording.save(str(path))
+            with reported(path):
+                self.recording.save(str(output_path(path)))
         joints = [rr.AnnotationInfo(id=i, label=name) for i, name in enumerate(skeleton.joints)]
         # Class 0 joins the joints (3D: every joint is logged); class 1 only names them (2D: only visible
         # joints are logged, and a connection to a joint left out would be an unresolved-keypoint warning).
