@@ -51,7 +51,7 @@ class TrainConfig:
     loss_vis: float = checked(0.1, WEIGHT)
     # Fraction of training crops that show no person (all visibility 0): what makes the student's
     # confidence mean "a person is here" (docs/student.md).
-    negatives: float = checked(0.1, SHARE)
+    negatives: float = checked(0.1, Check(float, low=0, high=0.95))  # below 1: some crops must show a person
     # Share of person crops composited onto another crop's background (the teacher's segmentation;
     # `stream.augment.composite`), so the room cannot tell the student which way a person faces.
     background: float = checked(0.5, SHARE)
