@@ -69,8 +69,9 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(0)
 
 
-def train_micro(samples, out: Path, *, crop: int, steps: int) -> Path:
-    """A micro student trained for `steps` batches of 32 on these crops alone; its checkpoint."""
+def train_micro(samples, out: Path, *, crop: int, steps: int, **config) -> Path:
+    """A micro student trained for `steps` batches of 32 on these crops alone (`config`: other
+    TrainConfig fields); its checkpoint."""
     from streampose.engine.train import TrainConfig, train
     from streampose.stream.buffer import RingBuffer
 
@@ -80,7 +81,7 @@ def train_micro(samples, out: Path, *, crop: int, steps: int) -> Path:
     buffer.close()
     cfg = TrainConfig(
         out=str(out), student="micro", crop_size=crop, batch_size=32, lr=3e-3, warmup=10, log_every=50,
-        save_every=10**6, threads=2, steps=steps,
+        save_every=10**6, threads=2, steps=steps, **config,
     )  # fmt: skip
     assert train(cfg, buffer=buffer)["step"] == steps
     return out / "last.pt"

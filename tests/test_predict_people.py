@@ -44,7 +44,10 @@ def people(clip) -> list:
 @pytest.fixture(scope="module")
 def student(people, tmp_path_factory) -> Path:
     samples = list(person_crops(people, size=CROP, negatives=0.4, rng=np.random.default_rng(0)))
-    return train_micro(samples, tmp_path_factory.mktemp("people"), crop=CROP, steps=400)
+    # Trained as the students these figures were measured with, before background replacement: this
+    # micro 64 px student of two clips, trained with it, follows a third track between the two people
+    # crossing in cam04 (10 of 100 frames); the demo's default student does not (docs/student.md).
+    return train_micro(samples, tmp_path_factory.mktemp("people"), crop=CROP, steps=400, background=0.0)
 
 
 @pytest.mark.slow
