@@ -6,12 +6,14 @@ memory is the child's own (`ru_maxrss` of the process that ran `streampose`).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import signal
 import struct
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -88,6 +90,26 @@ def wait_for(condition, proc: subprocess.Popen, what: str, seconds: float = 240)
         time.sleep(0.1)
 
 
+@contextlib.contextmanager
+def started(cmd: list[str]) -> Iterator[subprocess.Popen]:
+    """`cmd` running, its stderr captured; killed on the way out if it is still running."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def signalled(proc: subprocess.Popen, signum: int, timeout: float = 60) -> tuple[str, float]:
+    """Send `signum` and wait for the end: the process's stderr, and seconds from the signal to its exit."""
+    sent = time.monotonic()
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=timeout)
+    return err, time.monotonic() - sent
+
+
 # -- signals ---------------------------------------------------------------------------------------
 
 
@@ -99,18 +121,10 @@ def wait_for(condition, proc: subprocess.Popen, what: str, seconds: float = 240)
 def test_a_signal_ends_a_network_wait_within_two_seconds(fake, fault, signum):
     fake.faults["waiting.mp4"] = [fault]
     cmd = [*STREAMPOSE, "label", f"{fake.url}/files/waiting.mp4", "--teacher", "mediapipe"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
+    with started(cmd) as proc:
         wait_for(lambda: fake.requests("/files/waiting.mp4"), proc, "the download", 60)
         time.sleep(1.0)  # well inside the wait
-        sent = time.monotonic()
-        proc.send_signal(signum)
-        _, err = proc.communicate(timeout=30)
-        seconds = time.monotonic() - sent
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        err, seconds = signalled(proc, signum, timeout=30)
     assert proc.returncode == 128 + signum, err[-2000:]
     assert seconds < 2, f"{seconds:.1f} s from the signal to the exit"
     assert "Traceback" not in err and "interrupted" in err, err[-2000:]
@@ -122,19 +136,11 @@ def test_sigterm_during_train_saves_ends_every_producer_and_resume_goes_on(sport
     no traceback; `--resume` goes on from it."""
     out = tmp_path / "run"
     cmd = [*STREAMPOSE, "train", "--source", str(sports2d), *FAST_RUN, "--producers", "2", "--out", str(out)]
-    proc = subprocess.Popen(cmd + ["--steps", "100000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
+    with started(cmd + ["--steps", "100000"]) as proc:
         wait_for((out / "last.pt").exists, proc, "a first save")
         producers = children(proc.pid)
         assert len(producers) >= 2, producers
-        sent = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-        seconds = time.monotonic() - sent
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        err, seconds = signalled(proc, signal.SIGTERM)
     assert proc.returncode == 143 and "interrupted, saved" in err, err[-2000:]
     assert seconds < 5, f"{seconds:.1f} s from SIGTERM to the exit"
     assert "Traceback" not in err, err[-2000:]
@@ -155,20 +161,12 @@ def test_producers_waiting_on_the_network_end_with_their_trainer(fake, tmp_path,
     for name in ("stalla.mp4", "stallb.mp4"):
         fake.faults[name] = [(503, {"Retry-After": 3000})]
     cmd = [*STREAMPOSE, "train", "--source", *urls, *FAST_RUN, "--producers", "2", "--out", str(tmp_path / "run")]
-    proc = subprocess.Popen(cmd + ["--steps", "10"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
+    with started(cmd + ["--steps", "10"]) as proc:
         wait_for(lambda: len(fake.requests("/files/stall")) >= 2, proc, "both downloads")
         time.sleep(1.0)  # inside the waits
         producers = children(proc.pid)
         assert len(producers) >= 2, producers
-        sent = time.monotonic()
-        proc.send_signal(signum)
-        _, err = proc.communicate(timeout=60)
-        seconds = time.monotonic() - sent
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        err, seconds = signalled(proc, signum)
     assert not left_running(producers, 3), "processes outlived their trainer"
     if signum == signal.SIGTERM:
         assert proc.returncode == 143 and seconds < 5, (proc.returncode, seconds, err[-2000:])
